@@ -1,0 +1,1 @@
+"""The pgmdl model zoo: plain Pyro programs a user could have written."""

@@ -1,0 +1,63 @@
+"""Exceptions and warnings raised by pgmdl.
+
+Every error pgmdl raises on bad input is a :class:`PgmdlError`, so users can
+catch them in one place. Each message names the site, argument or file at
+fault and says how to fix it. Errors that wrap an exception raised by user
+code chain it (``raise ... from err``) so the original traceback is kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PgmdlError(Exception):
+    """Base class of every error raised by pgmdl."""
+
+
+class ModelError(PgmdlError):
+    """The object given as a model cannot be compiled: not callable, wrong
+    arguments, no sample sites, or it raised while being traced."""
+
+
+class DynamicStructureError(PgmdlError):
+    """The model's graph differs between runs (sites, parents, plates or
+    shapes depend on sampled values), so no single Bayesian network describes
+    it."""
+
+
+class SiteNotFoundError(PgmdlError, KeyError):
+    """A site name that the graph does not contain."""
+
+    def __init__(self, name: str, known: Iterable[str], what: str = "site") -> None:
+        known = list(known)
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        message = f"no {what} named {name!r} in this graph (it has {known}).{hint}"
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class CLIError(PgmdlError):
+    """A command-line argument the ``pgmdl`` program cannot use."""
+
+
+class PgmdlWarning(UserWarning):
+    """Base class of pgmdl's warnings."""
+
+
+class StructureWarning(PgmdlWarning):
+    """The compiled graph had to be made conservative: a sampled value left
+    PyTorch (``.item()``, ``bool()``, NumPy) so pgmdl cannot see what it
+    influenced, or the structure changed between traces and
+    ``on_dynamic="warn"`` was asked for."""
+
+
+class RenderWarning(PgmdlWarning):
+    """A drawing could not be produced in the requested format (for example
+    Graphviz's ``dot`` program is missing); the DOT source was written
+    instead."""

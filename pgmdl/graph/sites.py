@@ -1,0 +1,190 @@
+"""Per-site and per-plate metadata of a compiled model.
+
+A *site* is a named random variable of a Pyro program: a ``pyro.sample``
+statement (latent, or observed through ``obs=``) or a ``pyro.deterministic``
+statement. Site names are the identity of variables everywhere in pgmdl:
+graph nodes, guide modules and reports all use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from pyro.distributions import constraints
+
+SiteKind = Literal["latent", "observed", "deterministic"]
+
+
+@dataclass(frozen=True)
+class PlateInfo:
+    """A conditional-independence plate (``pyro.plate``).
+
+    Attributes:
+        name: the plate's name.
+        size: the full size of the plate (the data set size when subsampled).
+        subsample_size: how many members one run draws (equals ``size``
+            when the plate is not subsampled).
+        dim: the batch dimension the plate occupies (negative), or ``None``
+            for a sequential plate (``for i in pyro.plate(...)``).
+        sites: the sites that live in the plate, in execution order.
+    """
+
+    name: str
+    size: int
+    subsample_size: int
+    dim: int | None
+    sites: tuple[str, ...] = ()
+
+    @property
+    def is_subsampled(self) -> bool:
+        return self.subsample_size != self.size
+
+    @property
+    def is_vectorized(self) -> bool:
+        return self.dim is not None
+
+    def label(self) -> str:
+        """``"data (N=100)"`` or ``"data (32 of N=100)"`` when subsampled."""
+        if self.is_subsampled:
+            return f"{self.name} ({self.subsample_size} of N={self.size})"
+        return f"{self.name} (N={self.size})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "subsample_size": self.subsample_size,
+            "dim": self.dim,
+            "sites": list(self.sites),
+        }
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What pgmdl knows about one site.
+
+    Attributes:
+        name: the site's name.
+        kind: ``"latent"``, ``"observed"`` or ``"deterministic"``.
+        distribution: the class name of the site's distribution, with the
+            ``Independent``/``Expanded``/``Masked`` wrappers removed
+            (``"Normal"`` for ``Normal(0, 1).expand([3]).to_event(1)``).
+        support: the distribution's support (a ``torch`` constraint).
+        batch_shape: the distribution's batch shape in this run.
+        event_shape: the distribution's event shape.
+        is_discrete: whether the support is discrete (Bernoulli, Categorical...).
+        plates: the plates the site lives in, outermost first.
+        order: the position of the site in the program's execution order.
+        bound_argument: for an observed site whose value is (a slice of) a
+            model argument, that argument's name (``"x"``, or ``"data[0]"``
+            inside a tuple): this is how an amortized guide finds the site's
+            value at call time.
+        inputs: model arguments that feed the site's distribution without
+            being the value of any site (a conditional VAE's context ``c``).
+        enumerate: the site's ``infer["enumerate"]`` hint, if any.
+    """
+
+    name: str
+    kind: SiteKind
+    distribution: str
+    support: constraints.Constraint = field(compare=False)
+    batch_shape: tuple[int, ...]
+    event_shape: tuple[int, ...]
+    is_discrete: bool
+    plates: tuple[str, ...]
+    order: int
+    bound_argument: str | None = None
+    inputs: tuple[str, ...] = ()
+    enumerate: str | None = None
+
+    @property
+    def is_latent(self) -> bool:
+        return self.kind == "latent"
+
+    @property
+    def is_observed(self) -> bool:
+        return self.kind == "observed"
+
+    @property
+    def is_deterministic(self) -> bool:
+        return self.kind == "deterministic"
+
+    @property
+    def support_name(self) -> str:
+        """A short name of the support: ``"real"``, ``"positive"``, ``"simplex"``..."""
+        return support_name(self.support)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "distribution": self.distribution,
+            "support": self.support_name,
+            "batch_shape": list(self.batch_shape),
+            "event_shape": list(self.event_shape),
+            "is_discrete": self.is_discrete,
+            "plates": list(self.plates),
+            "order": self.order,
+            "bound_argument": self.bound_argument,
+            "inputs": list(self.inputs),
+            "enumerate": self.enumerate,
+        }
+
+
+def support_name(support: constraints.Constraint) -> str:
+    """Name a constraint the way ``torch.distributions.constraints`` spells it.
+
+    Independent constraints are unwrapped (``independent(real, 1)`` is
+    ``"real"``); intervals keep their bounds when these are plain numbers.
+    """
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, constraints.interval | constraints.half_open_interval):
+        lower, upper = support.lower_bound, support.upper_bound
+        if _is_number(lower) and _is_number(upper):
+            right = "]" if isinstance(support, constraints.interval) else ")"
+            return f"interval[{_fmt(lower)}, {_fmt(upper)}{right}"
+        return "interval"
+    if isinstance(support, constraints.integer_interval):
+        lower, upper = support.lower_bound, support.upper_bound
+        if _is_number(lower) and _is_number(upper):
+            return f"integer_interval[{_fmt(lower)}, {_fmt(upper)}]"
+        return "integer_interval"
+    for name in _NAMED_CONSTRAINTS:
+        if support is getattr(constraints, name, None):
+            return name
+    text = type(support).__name__.lstrip("_")
+    return text[:1].lower() + text[1:]
+
+
+_NAMED_CONSTRAINTS = (
+    "real",
+    "real_vector",
+    "positive",
+    "nonnegative",
+    "unit_interval",
+    "simplex",
+    "boolean",
+    "nonnegative_integer",
+    "positive_integer",
+    "integer",
+    "corr_cholesky",
+    "lower_cholesky",
+    "positive_definite",
+    "ordered_vector",
+    "sphere",
+    "one_hot",
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) or (
+        isinstance(value, torch.Tensor) and value.numel() == 1
+    )
+
+
+def _fmt(value: object) -> str:
+    number = float(value)  # type: ignore[arg-type]
+    return f"{number:g}"

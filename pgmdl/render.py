@@ -1,0 +1,233 @@
+"""Drawing compiled graphs with Graphviz.
+
+:func:`render` returns a :class:`graphviz.Digraph`. The drawing conventions
+follow the graphical-models literature (Bishop 2006, ch. 8):
+
+* plates are boxes (Graphviz clusters) labelled with their name and size;
+* observed sites are shaded, latent sites are white ellipses;
+* deterministic sites are dashed ellipses;
+* edges are styled by kind (:data:`EDGE_STYLES`): a ``"control"`` edge
+  (a dependency through Python control flow) is dotted.
+
+A drawing is made of *panels*, one per graph; node identifiers are prefixed
+with the panel's name so several graphs (a model and, later, its inference
+network) can be drawn side by side in one figure.
+
+When Graphviz's ``dot`` program is missing, :func:`render` still returns the
+graph and writes its DOT source (``.gv``) instead of an image, with a
+:class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from collections.abc import Callable, Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import graphviz
+
+from pgmdl.errors import ModelError, RenderWarning
+from pgmdl.graph import ModelGraph, compile_model
+
+EDGE_STYLES: dict[str, dict[str, str]] = {
+    "data": {},
+    "control": {"style": "dotted", "color": "gray40"},
+}
+"""Graphviz attributes of each edge kind. Later graphs (inverse graphs,
+guides) add their own kinds here."""
+
+NODE_STYLES: dict[str, dict[str, str]] = {
+    "latent": {"shape": "ellipse", "style": "solid"},
+    "observed": {"shape": "ellipse", "style": "filled", "fillcolor": "gray80"},
+    "deterministic": {"shape": "ellipse", "style": "dashed"},
+}
+"""Graphviz attributes of each site kind."""
+
+INSTALL_GRAPHVIZ = (
+    "Install Graphviz to get images: `apt-get install graphviz` (Debian/Ubuntu), "
+    "`brew install graphviz` (macOS) or `conda install graphviz`; then "
+    "`dot -T{fmt} {source} -o {target}` converts the source written here."
+)
+
+_IMAGE_FORMATS = {"svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps"}
+_SOURCE_FORMATS = {"gv", "dot"}
+
+
+def render(
+    model_or_graph: Callable[..., Any] | ModelGraph,
+    *args: Any,
+    model_kwargs: Mapping[str, Any] | None = None,
+    filename: str | PathLike[str] | None = None,
+    format: str | None = None,  # noqa: A002 - graphviz's own name for it
+    show_distributions: bool = False,
+    show_shapes: bool = False,
+    rankdir: str = "TB",
+) -> graphviz.Digraph:
+    """Draw a model's Bayesian network.
+
+    Args:
+        model_or_graph: a Pyro program (compiled with ``*args`` and
+            ``model_kwargs``) or a :class:`~pgmdl.graph.ModelGraph`.
+        *args: the model's positional arguments.
+        model_kwargs: the model's keyword arguments (keywords of ``render``
+            itself are its drawing options).
+        filename: where to write the drawing; the format is taken from
+            ``format`` or else the file's suffix (``.svg``, ``.png``, ``.pdf``;
+            ``.gv``/``.dot`` write the DOT source).
+        format: the output format, overriding the suffix.
+        show_distributions: add each site's distribution to its label.
+        show_shapes: add each site's batch and event shapes to its label.
+        rankdir: Graphviz's layout direction (``"TB"`` or ``"LR"``).
+
+    Returns:
+        the :class:`graphviz.Digraph`; in a notebook it displays itself.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch, pgmdl
+        >>> def model(x):
+        ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> dot = pgmdl.render(model, torch.zeros(3))
+        >>> "data (N=3)" in dot.source
+        True
+    """
+    if isinstance(model_or_graph, ModelGraph):
+        if args or model_kwargs:
+            raise ModelError(
+                "render() got a compiled ModelGraph and model arguments; arguments are only "
+                "used to compile a model function."
+            )
+        graph = model_or_graph
+    else:
+        graph = compile_model(model_or_graph, args, dict(model_kwargs or {}))
+    dot = graphviz.Digraph(name=graph.model_name, graph_attr={"rankdir": rankdir})
+    add_panel(dot, graph, show_distributions=show_distributions, show_shapes=show_shapes)
+    if filename is not None:
+        write(dot, filename, format=format)
+    return dot
+
+
+def node_id(panel: str, site: str) -> str:
+    """The Graphviz identifier of ``site`` in ``panel`` (unique across panels)."""
+    return f"{panel}:{site}" if panel else site
+
+
+def add_panel(
+    dot: graphviz.Digraph,
+    graph: ModelGraph,
+    *,
+    panel: str = "",
+    label: str | None = None,
+    show_distributions: bool = False,
+    show_shapes: bool = False,
+    edges: list[tuple[str, str, str]] | None = None,
+) -> None:
+    """Add ``graph``'s sites, plates and edges to ``dot``.
+
+    Args:
+        dot: the drawing to add to.
+        graph: the graph whose sites and plates are drawn.
+        panel: a name prefixed to node identifiers; when not empty the panel
+            is drawn inside its own labelled box so it can sit beside others.
+        label: the panel box's label (defaults to ``panel``).
+        show_distributions, show_shapes: see :func:`render`.
+        edges: ``(parent, child, kind)`` triples to draw instead of the
+            graph's own edges (an inverse graph draws its edges over the same
+            sites); each kind is styled by :data:`EDGE_STYLES`.
+    """
+    target = dot
+    if panel:
+        target = graphviz.Digraph(name=f"cluster_panel_{panel}")
+        target.attr(label=label or panel, style="rounded", color="gray60")
+
+    # Plates as nested clusters: each site goes into the cluster of its plate
+    # stack (outermost first); clusters are shared by sites with a common prefix.
+    clusters: dict[tuple[str, ...], graphviz.Digraph] = {}
+
+    def cluster(stack: tuple[str, ...]) -> graphviz.Digraph:
+        if stack not in clusters:
+            sub = graphviz.Digraph(name=f"cluster_{panel}_{'__'.join(stack)}")
+            sub.attr(label=graph.plates[stack[-1]].label(), labeljust="r", labelloc="b")
+            clusters[stack] = sub
+        return clusters[stack]
+
+    for name, site in graph.sites.items():
+        text = name
+        if show_distributions:
+            text += f"\n{site.distribution}"
+        if show_shapes:
+            text += f"\n{_shapes(site.batch_shape, site.event_shape)}"
+        holder = cluster(site.plates) if site.plates else target
+        holder.node(node_id(panel, name), label=text, **NODE_STYLES[site.kind])
+
+    # Attach inner clusters to outer ones, innermost first (graphviz copies a
+    # subgraph's body when it is attached, so children must be complete).
+    for stack in list(clusters):
+        for depth in range(1, len(stack)):
+            cluster(stack[:depth])
+    for stack in sorted(clusters, key=len, reverse=True):
+        parent = stack[:-1]
+        (cluster(parent) if parent else target).subgraph(clusters[stack])
+
+    drawn = edges if edges is not None else list(graph.dag.edges(data="kind"))
+    for parent, child, kind in drawn:
+        target.edge(node_id(panel, parent), node_id(panel, child), **EDGE_STYLES.get(kind, {}))
+    if panel:
+        dot.subgraph(target)
+
+
+def write(
+    dot: graphviz.Digraph, filename: str | PathLike[str], *, format: str | None = None
+) -> Path:  # noqa: A002
+    """Write ``dot`` to ``filename``; returns the path actually written.
+
+    Without Graphviz's ``dot`` program, an image format falls back to the DOT
+    source next to the requested file (same name, ``.gv`` suffix) with a
+    :class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz.
+    """
+    path = Path(filename)
+    fmt = (format or path.suffix.lstrip(".") or "svg").lower()
+    if fmt not in _IMAGE_FORMATS | _SOURCE_FORMATS:
+        raise ValueError(
+            f"cannot write format {fmt!r} (from {str(path)!r}); use one of "
+            f"{sorted(_IMAGE_FORMATS | _SOURCE_FORMATS)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in _SOURCE_FORMATS:
+        path.write_text(dot.source)
+        return path
+    if shutil.which("dot") is not None:
+        try:
+            dot.render(outfile=path, format=fmt, cleanup=True)
+            return path
+        except graphviz.ExecutableNotFound:
+            pass
+        except (graphviz.CalledProcessError, subprocess.CalledProcessError) as err:
+            raise RuntimeError(f"Graphviz's dot failed to draw {path}: {err}") from err
+    source = path.with_suffix(".gv")
+    source.write_text(dot.source)
+    warnings.warn(
+        f"Graphviz's `dot` program was not found, so {path} was not drawn; its DOT source is in "
+        f"{source}. " + INSTALL_GRAPHVIZ.format(fmt=fmt, source=source, target=path),
+        RenderWarning,
+        stacklevel=3,
+    )
+    return source
+
+
+def dot_available() -> bool:
+    """Whether Graphviz's ``dot`` program is on the PATH."""
+    return shutil.which("dot") is not None
+
+
+def _shapes(batch: tuple[int, ...], event: tuple[int, ...]) -> str:
+    def fmt(shape: tuple[int, ...]) -> str:
+        return "(" + ",".join(map(str, shape)) + ")"
+
+    return f"{fmt(batch)}|{fmt(event)}"
