@@ -6,8 +6,10 @@ follow the graphical-models literature (Bishop 2006, ch. 8):
 * plates are boxes (Graphviz clusters) labelled with their name and size;
 * observed sites are shaded, latent sites are white ellipses;
 * deterministic sites are dashed ellipses;
+* model inputs (a conditional model's context argument) are dashed boxes;
 * edges are styled by kind (:data:`EDGE_STYLES`): a ``"control"`` edge
-  (a dependency through Python control flow) is dotted.
+  (a dependency through Python control flow) is dotted, an input's edges
+  are dashed.
 
 A drawing is made of *panels*, one per graph; node identifiers are prefixed
 with the panel's name so several graphs (a model and, later, its inference
@@ -20,6 +22,7 @@ graph and writes its DOT source (``.gv``) instead of an image, with a
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import warnings
@@ -36,6 +39,7 @@ from pgmdl.graph import ModelGraph, compile_model
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
     "control": {"style": "dotted", "color": "gray40"},
+    "input": {"style": "dashed", "color": "gray40"},
 }
 """Graphviz attributes of each edge kind. Later graphs (inverse graphs,
 guides) add their own kinds here."""
@@ -44,8 +48,10 @@ NODE_STYLES: dict[str, dict[str, str]] = {
     "latent": {"shape": "ellipse", "style": "solid"},
     "observed": {"shape": "ellipse", "style": "filled", "fillcolor": "gray80"},
     "deterministic": {"shape": "ellipse", "style": "dashed"},
+    "input": {"shape": "box", "style": "dashed", "fontcolor": "gray30"},
 }
-"""Graphviz attributes of each site kind."""
+"""Graphviz attributes of each site kind, and of model inputs (arguments
+that feed sites without being any site's value)."""
 
 INSTALL_GRAPHVIZ = (
     "Install Graphviz to get images: `apt-get install graphviz` (Debian/Ubuntu), "
@@ -65,6 +71,7 @@ def render(
     format: str | None = None,  # noqa: A002 - graphviz's own name for it
     show_distributions: bool = False,
     show_shapes: bool = False,
+    show_inputs: bool = True,
     rankdir: str = "TB",
 ) -> graphviz.Digraph:
     """Draw a model's Bayesian network.
@@ -81,6 +88,8 @@ def render(
         format: the output format, overriding the suffix.
         show_distributions: add each site's distribution to its label.
         show_shapes: add each site's batch and event shapes to its label.
+        show_inputs: draw model inputs (arguments feeding sites that are not
+            site values, e.g. a conditional VAE's context) as dashed boxes.
         rankdir: Graphviz's layout direction (``"TB"`` or ``"LR"``).
 
     Returns:
@@ -107,15 +116,26 @@ def render(
     else:
         graph = compile_model(model_or_graph, args, dict(model_kwargs or {}))
     dot = graphviz.Digraph(name=graph.model_name, graph_attr={"rankdir": rankdir})
-    add_panel(dot, graph, show_distributions=show_distributions, show_shapes=show_shapes)
+    add_panel(
+        dot,
+        graph,
+        show_distributions=show_distributions,
+        show_shapes=show_shapes,
+        show_inputs=show_inputs,
+    )
     if filename is not None:
         write(dot, filename, format=format)
     return dot
 
 
 def node_id(panel: str, site: str) -> str:
-    """The Graphviz identifier of ``site`` in ``panel`` (unique across panels)."""
-    return f"{panel}:{site}" if panel else site
+    """The Graphviz identifier of ``site`` in ``panel`` (unique across panels).
+
+    Characters other than letters, digits, ``_`` and ``.`` are escaped as
+    ``_<hex>_``: Graphviz reads ``a:b`` in an edge as node ``a``, port ``b``.
+    """
+    name = f"{panel}/{site}" if panel else site
+    return re.sub(r"[^A-Za-z0-9_.]", lambda m: f"_{ord(m.group()):x}_", name)
 
 
 def add_panel(
@@ -126,6 +146,7 @@ def add_panel(
     label: str | None = None,
     show_distributions: bool = False,
     show_shapes: bool = False,
+    show_inputs: bool = True,
     edges: list[tuple[str, str, str]] | None = None,
 ) -> None:
     """Add ``graph``'s sites, plates and edges to ``dot``.
@@ -136,7 +157,7 @@ def add_panel(
         panel: a name prefixed to node identifiers; when not empty the panel
             is drawn inside its own labelled box so it can sit beside others.
         label: the panel box's label (defaults to ``panel``).
-        show_distributions, show_shapes: see :func:`render`.
+        show_distributions, show_shapes, show_inputs: see :func:`render`.
         edges: ``(parent, child, kind)`` triples to draw instead of the
             graph's own edges (an inverse graph draws its edges over the same
             sites); each kind is styled by :data:`EDGE_STYLES`.
@@ -175,7 +196,11 @@ def add_panel(
         parent = stack[:-1]
         (cluster(parent) if parent else target).subgraph(clusters[stack])
 
-    drawn = edges if edges is not None else list(graph.dag.edges(data="kind"))
+    drawn = list(edges) if edges is not None else list(graph.dag.edges(data="kind"))
+    if show_inputs:
+        for path, consumers in graph.inputs.items():
+            target.node(node_id(panel, f"input {path}"), label=path, **NODE_STYLES["input"])
+            drawn += [(f"input {path}", site, "input") for site in consumers]
     for parent, child, kind in drawn:
         target.edge(node_id(panel, parent), node_id(panel, child), **EDGE_STYLES.get(kind, {}))
     if panel:

@@ -1,0 +1,247 @@
+"""The ``pgmdl`` command.
+
+Usage::
+
+    pgmdl inspect models/vae.py:model            # table of sites, plates, parents
+    pgmdl inspect models/vae.py:model --json     # the same as JSON
+    pgmdl render models/vae.py:model -o vae.svg  # draw the model
+    pgmdl demo                                   # the main job, end to end, on real digits
+
+A model is named ``FILE.py:NAME`` or ``package.module:NAME`` (``NAME``
+defaults to ``model``). The model needs example arguments to be run; the
+convention is a function in the same module::
+
+    def example_args() -> tuple[tuple, dict]:
+        return (torch.zeros(5, 64),), {}
+
+which returns the positional and keyword arguments ``NAME`` is called with.
+A module without ``example_args`` has its model called with no argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pgmdl.errors import CLIError, PgmdlError, PgmdlWarning
+
+EXAMPLE_ARGS = "example_args"
+"""Name of the module-level function that supplies a model's example arguments."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded from a ``FILE.py:NAME`` spec, with its example arguments."""
+
+    model: Callable[..., Any]
+    args: tuple
+    kwargs: dict[str, Any]
+    module: ModuleType
+    name: str
+
+
+def load_model(spec: str) -> LoadedModel:
+    """Load ``FILE.py:NAME`` or ``package.module:NAME`` and its example arguments.
+
+    Raises:
+        CLIError: the file or module cannot be found or imported, ``NAME`` is
+            missing or not callable, or ``example_args`` fails or returns
+            something other than ``(tuple, dict)``.
+    """
+    target, _, name = spec.rpartition(":") if ":" in spec else (spec, "", "model")
+    name = name or "model"
+    module = _import(target)
+    model = getattr(module, name, None)
+    if model is None:
+        candidates = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v)
+            and not n.startswith("_")
+            and not inspect.isclass(v)
+            and getattr(v, "__module__", module.__name__) == module.__name__
+        )
+        raise CLIError(
+            f"{target} has no attribute {name!r}; callables defined there: {candidates}. "
+            f"Name the model as {target}:NAME."
+        )
+    if not callable(model):
+        raise CLIError(f"{target}:{name} is a {type(model).__name__}, not a callable Pyro model.")
+    args, kwargs = _example_args(module, target)
+    return LoadedModel(model, args, kwargs, module, name)
+
+
+def _import(target: str) -> ModuleType:
+    is_path = target.endswith(".py") or "/" in target or "\\" in target
+    if is_path:
+        path = Path(target)
+        if not path.is_file():
+            raise CLIError(f"no such file: {target!r} (expected FILE.py:NAME)")
+        module_name = f"_pgmdl_cli_{path.stem}_{abs(hash(path.resolve()))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise CLIError(f"cannot load {target!r} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        # As `python FILE.py` would: the file's folder and the working directory
+        # are importable while the module runs.
+        with _extra_sys_path([str(path.resolve().parent), str(Path.cwd())]):
+            try:
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            except Exception as err:
+                sys.modules.pop(module_name, None)
+                raise CLIError(f"could not load {target}: {type(err).__name__}: {err}") from err
+        return module
+    try:
+        with _extra_sys_path([str(Path.cwd())]):
+            return importlib.import_module(target)
+    except Exception as err:
+        raise CLIError(f"could not import {target!r}: {type(err).__name__}: {err}") from err
+
+
+@contextmanager
+def _extra_sys_path(paths: list[str]) -> Iterator[None]:
+    added = [p for p in paths if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+
+
+def _example_args(module: ModuleType, target: str) -> tuple[tuple, dict[str, Any]]:
+    supplier = getattr(module, EXAMPLE_ARGS, None)
+    if supplier is None:
+        return (), {}
+    if not callable(supplier):
+        raise CLIError(f"{target}: {EXAMPLE_ARGS} must be a function returning (args, kwargs)")
+    try:
+        result = supplier()
+    except Exception as err:
+        raise CLIError(f"{target}: {EXAMPLE_ARGS}() raised {type(err).__name__}: {err}") from err
+    if (
+        not isinstance(result, tuple)
+        or len(result) != 2
+        or not isinstance(result[0], tuple)
+        or not isinstance(result[1], dict)
+    ):
+        raise CLIError(
+            f"{target}: {EXAMPLE_ARGS}() must return (args_tuple, kwargs_dict), "
+            f"got {type(result).__name__}"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_inspect(options: argparse.Namespace) -> int:
+    import pgmdl
+
+    loaded = load_model(options.model)
+    graph = pgmdl.compile(loaded.model, *loaded.args, **loaded.kwargs)
+    print(graph.to_json(indent=2) if options.json else graph.summary())
+    return 0
+
+
+def _cmd_render(options: argparse.Namespace) -> int:
+    import pgmdl
+
+    loaded = load_model(options.model)
+    graph = pgmdl.compile(loaded.model, *loaded.args, **loaded.kwargs)
+    dot = pgmdl.render(
+        graph,
+        show_distributions=options.distributions,
+        show_shapes=options.shapes,
+        rankdir=options.rankdir,
+    )
+    from pgmdl.render import write
+
+    written = write(dot, options.output, format=options.format)
+    print(f"wrote {written}")
+    return 0
+
+
+def _cmd_demo(options: argparse.Namespace) -> int:
+    from pgmdl.demo import run_demo
+
+    run_demo(Path(options.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgmdl",
+        description="Compile, inspect and draw Pyro models as Bayesian networks.",
+        epilog="A model is FILE.py:NAME or package.module:NAME; its module may define "
+        "example_args() -> (args, kwargs) to supply the arguments it is run with.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show Python tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect_cmd = commands.add_parser("inspect", help="print a model's sites, plates and parents")
+    inspect_cmd.add_argument("model", help="FILE.py:NAME or package.module:NAME")
+    inspect_cmd.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect_cmd.set_defaults(run=_cmd_inspect)
+
+    render_cmd = commands.add_parser("render", help="draw a model with Graphviz")
+    render_cmd.add_argument("model", help="FILE.py:NAME or package.module:NAME")
+    render_cmd.add_argument(
+        "-o", "--output", required=True, help="output file (.svg, .png, .pdf, or .gv for source)"
+    )
+    render_cmd.add_argument("--format", help="output format (default: the file's suffix)")
+    render_cmd.add_argument(
+        "--distributions", action="store_true", help="label sites with their distributions"
+    )
+    render_cmd.add_argument("--shapes", action="store_true", help="label sites with their shapes")
+    render_cmd.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
+    render_cmd.set_defaults(run=_cmd_render)
+
+    demo_cmd = commands.add_parser(
+        "demo", help="run the main job end to end on embedded data (no download)"
+    )
+    demo_cmd.add_argument("--out", default="pgmdl-demo", help="folder for the drawings")
+    demo_cmd.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pgmdl`` console script; returns the exit status."""
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            status = options.run(options)
+        for warning in caught:
+            if issubclass(warning.category, PgmdlWarning):
+                print(f"pgmdl: warning: {warning.message}", file=sys.stderr)
+        return status
+    except CLIError as err:
+        if options.traceback:
+            raise
+        print(f"pgmdl: error: {err}", file=sys.stderr)
+        return 2
+    except PgmdlError as err:
+        if options.traceback:
+            raise
+        print(f"pgmdl: error: {err}", file=sys.stderr)
+        if err.__cause__ is not None:
+            print("(run with --traceback to see where it was raised)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
