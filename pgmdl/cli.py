@@ -228,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for warning in caught:
             if issubclass(warning.category, PgmdlWarning):
                 print(f"pgmdl: warning: {warning.message}", file=sys.stderr)
+            else:  # not ours: show it as Python would have
+                warnings.showwarning(
+                    warning.message, warning.category, warning.filename, warning.lineno
+                )
         return status
     except CLIError as err:
         if options.traceback:

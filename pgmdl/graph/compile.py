@@ -88,13 +88,13 @@ def compile_model(
             states are restored afterwards.
     """
     name = _model_name(model)
+    if isinstance(model, ModelGraph):
+        raise ModelError("this is already a compiled ModelGraph; pass the model function instead.")
     if not callable(model):
         raise ModelError(
             f"pgmdl.compile expects a Pyro model (a function or method that calls "
             f"pyro.sample), got {type(model).__name__} {model!r:.80}."
         )
-    if isinstance(model, ModelGraph):
-        raise ModelError("this is already a compiled ModelGraph; pass the model function instead.")
     if not isinstance(num_traces, int) or num_traces < 1:
         raise ValueError(f"num_traces must be a positive integer, got {num_traces!r}")
     if on_dynamic not in ("error", "warn"):

@@ -255,7 +255,7 @@ class _SiteRecorder(Messenger):
                     subsample_size=int(f.size),
                     dim=f.dim,
                 )
-                for f in reversed(msg["cond_indep_stack"])
+                for f in msg["cond_indep_stack"]  # Pyro keeps it outermost first
             ),
             enumerate=msg["infer"].get("enumerate"),
             order=len(self.record.sites),

@@ -1,0 +1,153 @@
+"""The ``pgmdl`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pgmdl.cli import load_model, main
+from tests.conftest import ROOT, needs_dot
+
+VAE = str(ROOT / "models" / "vae.py") + ":model"
+
+
+def test_inspect_prints_the_site_table(capsys):
+    assert main(["inspect", VAE]) == 0
+    out = capsys.readouterr().out
+    assert "VAE.model: 2 sites, 1 edges" in out
+    assert "x     observed  Bernoulli" in out and "data   5" in out
+
+
+def test_inspect_json(capsys):
+    assert main(["inspect", VAE, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in data["sites"]] == ["z", "x"]
+    assert data["edges"] == [{"parent": "z", "child": "x", "kind": "data"}]
+
+
+def test_model_name_defaults_to_model(capsys):
+    assert main(["inspect", str(ROOT / "models" / "hvae.py")]) == 0
+    assert "z2" in capsys.readouterr().out
+
+
+@needs_dot
+def test_render_writes_an_svg(tmp_path, capsys):
+    out = tmp_path / "vae.svg"
+    assert main(["render", VAE, "-o", str(out), "--distributions"]) == 0
+    assert out.read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_render_gv_source(tmp_path):
+    out = tmp_path / "vae.gv"
+    assert main(["render", VAE, "-o", str(out)]) == 0
+    assert "z -> x" in out.read_text()
+
+
+def write_module(tmp_path, body: str):
+    path = tmp_path / "user_model.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.py:model", "no such file: 'missing.py'"),
+        ("no_such_package_xyz:model", "could not import 'no_such_package_xyz'"),
+    ],
+)
+def test_unloadable_specs(spec, message, capsys):
+    assert main(["inspect", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pgmdl: error: ") and message in err and "Traceback" not in err
+
+
+def test_missing_attribute_lists_the_callables(tmp_path, capsys):
+    path = write_module(tmp_path, "def generative(x):\n    pass\n")
+    assert main(["inspect", f"{path}:model"]) == 2
+    assert "has no attribute 'model'; callables defined there: ['generative']" in (
+        capsys.readouterr().err
+    )
+
+
+def test_module_that_fails_to_import(tmp_path, capsys):
+    path = write_module(tmp_path, "import not_a_real_module_abc\n")
+    assert main(["inspect", f"{path}:model"]) == 2
+    assert "ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_bad_example_args(tmp_path, capsys):
+    path = write_module(
+        tmp_path,
+        """
+        def model(x):
+            pass
+        def example_args():
+            return [1, 2]
+        """,
+    )
+    assert main(["inspect", f"{path}:model"]) == 2
+    assert "must return (args_tuple, kwargs_dict), got list" in capsys.readouterr().err
+
+
+def test_model_errors_exit_1_without_traceback(tmp_path, capsys):
+    path = write_module(
+        tmp_path,
+        """
+        import pyro, pyro.distributions as dist
+        def model():
+            pyro.sample("a", dist.Normal(0.0, 1.0))
+            raise ValueError("bad shapes")
+        """,
+    )
+    assert main(["inspect", f"{path}:model"]) == 1
+    err = capsys.readouterr().err
+    assert "raised ValueError after site 'a'" in err and "bad shapes" in err
+    assert "--traceback" in err and "Traceback" not in err
+    with pytest.raises(Exception, match="bad shapes"):
+        main(["--traceback", "inspect", f"{path}:model"])
+
+
+def test_structure_warnings_are_printed(tmp_path, capsys):
+    path = write_module(
+        tmp_path,
+        """
+        import pyro, pyro.distributions as dist
+        def model():
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.item(), 1.0))
+        """,
+    )
+    assert main(["inspect", f"{path}:model"]) == 0
+    assert "pgmdl: warning: in model 'model', the value of site 'z'" in capsys.readouterr().err
+
+
+def test_example_args_are_passed():
+    loaded = load_model(str(ROOT / "models" / "cvae.py") + ":model")
+    assert loaded.args[0].shape == (5, 10) and loaded.kwargs["x"].shape == (5, 64)
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1797 real 8x8 digits" in out
+    assert "parents of x: pgmdl ['y', 'z'], pyro.infer.inspect.get_dependencies ['z']" in out
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert "vae.svg" in written or "vae.gv" in written
+    assert len(written) == 7
+
+
+def test_console_script_is_installed():
+    exe = os.path.join(os.path.dirname(sys.executable), "pgmdl")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "inspect" in result.stdout and "demo" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "pgmdl", "inspect", "nope.py"], capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "pgmdl: error: no such file" in result.stderr
