@@ -33,6 +33,7 @@ import networkx as nx
 import numpy as np
 import pyro
 import torch
+from pyro.poutine.util import is_validation_enabled
 
 from pgmdl.errors import DynamicStructureError, ModelError, StructureWarning
 from pgmdl.graph.model_graph import ModelGraph
@@ -104,10 +105,14 @@ def compile_model(
     kwargs = dict(kwargs or {})
 
     records = []
+    validate = is_validation_enabled()
     with _isolated_run():
         for i in range(num_traces):
             pyro.set_rng_seed(seed + i)
-            records.append(trace_structure(model, args, kwargs, name))
+            # The first run validates as the user asked; later runs only compare
+            # structure, and validation would double their cost.
+            with pyro.validation_enabled(validate and i == 0):
+                records.append(trace_structure(model, args, kwargs, name))
     if not records[0].sites:
         raise ModelError(
             f"model {name!r} ran but created no pyro.sample or pyro.deterministic site: "

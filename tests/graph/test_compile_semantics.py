@@ -428,3 +428,19 @@ def test_random_dags_compile_to_their_generating_graph(spec):
     assert parents(graph) == {f"s{i}": {f"s{p}" for p in ps} for i, ps in enumerate(parent_sets)}
     assert set(graph.observed_sites) == {f"s{i}" for i in observed}
     assert all(graph[f"s{i}"].bound_argument == "data" for i in observed)
+
+
+def test_provenance_through_lists_sizes_and_namedtuple_results():
+    """The flat fast path of TaggedTensor and its fallbacks keep provenance."""
+
+    def model():
+        a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        c = pyro.sample("c", dist.Normal(0.0, 1.0).expand(torch.Size([3])).to_event(1))
+        stacked = torch.stack([a, b])  # flat list of tagged tensors
+        best = torch.max(c.expand(torch.Size([2, 3])), 0).values  # namedtuple result
+        pyro.sample("x", dist.Normal(stacked.sum(), 1.0))
+        pyro.sample("y", dist.Normal(best.sum(), 1.0))
+
+    graph = pgmdl.compile(model)
+    assert parents(graph) == {"a": set(), "b": set(), "c": set(), "x": {"a", "b"}, "y": {"c"}}
