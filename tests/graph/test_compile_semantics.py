@@ -24,6 +24,20 @@ def parents(graph):
     return {site: set(graph.parents(site)) for site in graph.sites}
 
 
+def sampled_plate_size_model():
+    n = pyro.sample("n", dist.Poisson(5.0))
+    with pyro.plate("members", int(n) + 1):
+        pyro.sample("w", dist.Normal(0.0, 1.0))
+
+
+def coin_flip_model():
+    k = pyro.sample("k", dist.Bernoulli(0.5))
+    if k:
+        pyro.sample("heads", dist.Normal(0.0, 1.0))
+    else:
+        pyro.sample("tails", dist.Normal(0.0, 1.0))
+
+
 # ---------------------------------------------------------------------------- observed parents
 
 
@@ -230,10 +244,7 @@ def test_validation_and_printing_inside_libraries_are_not_escapes():
 
 
 def test_sampled_plate_size_is_a_dynamic_structure_error():
-    def model():
-        n = pyro.sample("n", dist.Poisson(5.0))
-        with pyro.plate("members", int(n) + 1):
-            pyro.sample("w", dist.Normal(0.0, 1.0))
+    model = sampled_plate_size_model
 
     with pytest.raises(pgmdl.DynamicStructureError) as info:
         pgmdl.compile(model)
@@ -243,24 +254,14 @@ def test_sampled_plate_size_is_a_dynamic_structure_error():
 
 
 def test_branch_on_a_sampled_value_is_a_dynamic_structure_error():
-    def model():
-        k = pyro.sample("k", dist.Bernoulli(0.5))
-        if k:
-            pyro.sample("heads", dist.Normal(0.0, 1.0))
-        else:
-            pyro.sample("tails", dist.Normal(0.0, 1.0))
+    model = coin_flip_model
 
     with pytest.raises(pgmdl.DynamicStructureError, match=r"site '(heads|tails)' exists in"):
         compile_model(model, num_traces=8)
 
 
 def test_on_dynamic_warn_returns_the_union_of_runs():
-    def model():
-        k = pyro.sample("k", dist.Bernoulli(0.5))
-        if k:
-            pyro.sample("heads", dist.Normal(0.0, 1.0))
-        else:
-            pyro.sample("tails", dist.Normal(0.0, 1.0))
+    model = coin_flip_model
 
     with pytest.warns(pgmdl.StructureWarning):
         graph = compile_model(model, num_traces=8, on_dynamic="warn")
@@ -270,10 +271,7 @@ def test_on_dynamic_warn_returns_the_union_of_runs():
 
 
 def test_one_trace_disables_the_dynamic_check():
-    def model():
-        n = pyro.sample("n", dist.Poisson(5.0))
-        with pyro.plate("members", int(n) + 1):
-            pyro.sample("w", dist.Normal(0.0, 1.0))
+    model = sampled_plate_size_model
 
     with pytest.warns(pgmdl.StructureWarning):
         graph = compile_model(model, num_traces=1)
@@ -303,10 +301,7 @@ def test_compile_leaves_rng_states_and_param_store_alone():
 
 
 def test_compile_is_deterministic():
-    def model():
-        n = pyro.sample("n", dist.Poisson(5.0))
-        with pyro.plate("members", int(n) + 1):
-            pyro.sample("w", dist.Normal(0.0, 1.0))
+    model = sampled_plate_size_model
 
     with pytest.warns(pgmdl.StructureWarning):
         first = compile_model(model, num_traces=1).to_dict()
