@@ -34,6 +34,8 @@ from types import ModuleType
 from typing import Any
 
 from pgmdl.errors import CLIError, PgmdlError, PgmdlWarning
+from pgmdl.graph import ModelGraph, compile
+from pgmdl.render import render, write
 
 EXAMPLE_ARGS = "example_args"
 """Name of the module-level function that supplies a model's example arguments."""
@@ -147,28 +149,24 @@ def _example_args(module: ModuleType, target: str) -> tuple[tuple, dict[str, Any
 # --------------------------------------------------------------------------- commands
 
 
-def _cmd_inspect(options: argparse.Namespace) -> int:
-    import pgmdl
+def _compile_spec(spec: str) -> ModelGraph:
+    loaded = load_model(spec)
+    return compile(loaded.model, *loaded.args, **loaded.kwargs)
 
-    loaded = load_model(options.model)
-    graph = pgmdl.compile(loaded.model, *loaded.args, **loaded.kwargs)
+
+def _cmd_inspect(options: argparse.Namespace) -> int:
+    graph = _compile_spec(options.model)
     print(graph.to_json(indent=2) if options.json else graph.summary())
     return 0
 
 
 def _cmd_render(options: argparse.Namespace) -> int:
-    import pgmdl
-
-    loaded = load_model(options.model)
-    graph = pgmdl.compile(loaded.model, *loaded.args, **loaded.kwargs)
-    dot = pgmdl.render(
-        graph,
+    dot = render(
+        _compile_spec(options.model),
         show_distributions=options.distributions,
         show_shapes=options.shapes,
         rankdir=options.rankdir,
     )
-    from pgmdl.render import write
-
     written = write(dot, options.output, format=options.format)
     print(f"wrote {written}")
     return 0

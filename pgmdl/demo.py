@@ -11,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pyro.infer.inspect import get_dependencies
 
+from pgmdl.cli import load_model
+from pgmdl.datasets import load_digits
 from pgmdl.errors import CLIError
-from pgmdl.graph import compile
-from pgmdl.render import render
+from pgmdl.graph import ModelGraph, compile
+from pgmdl.render import render, write
 
 ZOO = ("vae", "hvae", "gmm", "m2", "cvae")
 
@@ -32,11 +35,6 @@ def zoo_dir() -> Path:
 
 def run_demo(out: Path, batch_size: int = 64) -> list[Path]:
     """Run the demo, writing drawings into ``out``; returns the files written."""
-    from pyro.infer.inspect import get_dependencies
-
-    from pgmdl.cli import load_model
-    from pgmdl.datasets import load_digits
-
     zoo = zoo_dir()
     images, labels = load_digits(return_labels=True)
     x = images[:batch_size]
@@ -76,7 +74,5 @@ def run_demo(out: Path, batch_size: int = 64) -> list[Path]:
     return written
 
 
-def _draw(graph, path: Path) -> Path:  # noqa: ANN001
-    from pgmdl.render import write
-
+def _draw(graph: ModelGraph, path: Path) -> Path:
     return write(render(graph, show_distributions=True), path)
