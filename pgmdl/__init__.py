@@ -1,12 +1,16 @@
 """pgmdl: structural deep latent variable models on top of Pyro.
 
 Write a generative model as an ordinary Pyro program; pgmdl compiles it into
-an explicit Bayesian network (:func:`compile`) and draws it (:func:`render`).
+an explicit Bayesian network (:func:`compile`), inverts it into the structure
+of a faithful amortized guide (:func:`invert`, NaMI), certifies guide
+structures (:func:`check_faithful`, :func:`is_minimal`) and draws both
+(:func:`render`).
 """
 
 from pgmdl.errors import (
     CLIError,
     DynamicStructureError,
+    InversionError,
     ModelError,
     PgmdlError,
     PgmdlWarning,
@@ -14,7 +18,21 @@ from pgmdl.errors import (
     SiteNotFoundError,
     StructureWarning,
 )
-from pgmdl.graph import ModelGraph, PlateInfo, SiteInfo, compile, compile_model
+from pgmdl.graph import (
+    FaithfulnessReport,
+    InverseGraph,
+    ModelGraph,
+    PlateInfo,
+    PlateLink,
+    SiteInfo,
+    Violation,
+    check_faithful,
+    compile,
+    compile_model,
+    invert,
+    is_minimal,
+    redundant_edges,
+)
 from pgmdl.render import render
 
 __version__ = "0.1.0"
@@ -22,17 +40,26 @@ __version__ = "0.1.0"
 __all__ = [
     "CLIError",
     "DynamicStructureError",
+    "FaithfulnessReport",
+    "InverseGraph",
+    "InversionError",
     "ModelError",
     "ModelGraph",
     "PgmdlError",
     "PgmdlWarning",
     "PlateInfo",
+    "PlateLink",
     "RenderWarning",
     "SiteInfo",
     "SiteNotFoundError",
     "StructureWarning",
+    "Violation",
     "__version__",
+    "check_faithful",
     "compile",
     "compile_model",
+    "invert",
+    "is_minimal",
+    "redundant_edges",
     "render",
 ]

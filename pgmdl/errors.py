@@ -27,6 +27,12 @@ class DynamicStructureError(PgmdlError):
     it."""
 
 
+class InversionError(PgmdlError, ValueError):
+    """An inversion request pgmdl cannot carry out: an elimination order that
+    misses, repeats or misnames latent sites, or a guide structure that is
+    not a DAG over the model's sites."""
+
+
 class SiteNotFoundError(PgmdlError, KeyError):
     """A site name that the graph does not contain."""
 
