@@ -203,9 +203,7 @@ class _Structure:
                 raise InversionError("the inverse graph was built from a different model graph")
             plated = inverse._plated
             edges = {(u, v): p for u, v, p in inverse.dag.edges(data="patterns")}
-            coupled = {
-                s: frozenset(plates) for s, plates in inverse.joint_plates.items()
-            }
+            coupled = {s: frozenset(plates) for s, plates in inverse.joint_plates.items()}
             return cls(plated, edges, coupled)
         plated = plated_dag(graph)
         if isinstance(inverse, nx.DiGraph):

@@ -470,9 +470,7 @@ class _MoralGraph:
         plates, and the nodes whose neighbourhood changed."""
         coupled = self.coupling(w)
         neighbours = {
-            a: frozenset(
-                star | (coupled & self.plates[a]) for star in self.adj[w][a]
-            )
+            a: frozenset(star | (coupled & self.plates[a]) for star in self.adj[w][a])
             for a in self.adj[w]
             if a != w
         }
@@ -522,7 +520,11 @@ def _latent_topological(dag: PlatedDAG, position: Mapping[str, int]) -> list[str
     g = nx.DiGraph()
     g.add_nodes_from(dag.kinds)
     g.add_edges_from(dag.edges)
-    return [n for n in nx.lexicographical_topological_sort(g, key=position.get) if dag.kinds[n] == "latent"]
+    return [
+        n
+        for n in nx.lexicographical_topological_sort(g, key=position.get)
+        if dag.kinds[n] == "latent"
+    ]
 
 
 def _min_fill(dag: PlatedDAG, moral: _MoralGraph, record, position: Mapping[str, int]) -> None:
@@ -565,7 +567,9 @@ def _min_fill(dag: PlatedDAG, moral: _MoralGraph, record, position: Mapping[str,
             push(n)
 
 
-def _close(patterns: Patterns, coupled: StarSet, dag: PlatedDAG, parent: str, site: str) -> Patterns:
+def _close(
+    patterns: Patterns, coupled: StarSet, dag: PlatedDAG, parent: str, site: str
+) -> Patterns:
     shared = dag.plate_set(parent) & dag.plate_set(site)
     return frozenset(star | (coupled & shared) for star in patterns)
 

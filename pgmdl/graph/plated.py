@@ -35,7 +35,7 @@ against their unrolled counterparts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -246,7 +246,9 @@ def joined(
     """Whether replicate ``index_u`` of ``u`` is joined to ``index_v`` of ``v``."""
     where_v = dict(zip(plates_v, index_v, strict=True))
     return all(
-        i == where_v[p] for p, i in zip(plates_u, index_u, strict=True) if p in where_v and p not in star
+        i == where_v[p]
+        for p, i in zip(plates_u, index_u, strict=True)
+        if p in where_v and p not in star
     )
 
 
@@ -302,9 +304,7 @@ def unroll(
         pu, pv = dag.plates[u], dag.plates[v]
         for (_, iu), (_, iv) in itertools.product(reps[u], reps[v]):
             if any(joined(star, pu, iu, pv, iv) for star in patterns):
-                out.add_edge(
-                    replicate_name(u, pu, iu), replicate_name(v, pv, iv), template=(u, v)
-                )
+                out.add_edge(replicate_name(u, pu, iu), replicate_name(v, pv, iv), template=(u, v))
     for node, star in (coupled or {}).items():
         if not star:
             continue
@@ -318,4 +318,3 @@ def unroll(
                     template=(node, node),
                 )
     return out
-
