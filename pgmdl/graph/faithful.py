@@ -150,12 +150,13 @@ def redundant_edges(
     templates: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for u, v, template in guide.edges(data="template"):
         templates.setdefault(template, []).append((u, v))
+    order = list(nx.topological_sort(guide))  # still valid once edges are deleted
     redundant = []
     for (parent, site), replicate_edges in templates.items():
         pruned = guide.copy()
         pruned.remove_edges_from(replicate_edges)
         targets = {v for _, v in replicate_edges}
-        violations, _ = _violations(model, pruned, only=targets)
+        violations, _ = _violations(model, pruned, only=targets, order=order)
         if not violations:
             redundant.append((parent, site))
     return tuple(redundant)
@@ -248,13 +249,18 @@ def _names(parents: Iterable[str] | str, site: str) -> list[str]:
 
 
 def _violations(
-    model: nx.DiGraph, guide: nx.DiGraph, only: set[str] | None = None
+    model: nx.DiGraph,
+    guide: nx.DiGraph,
+    only: set[str] | None = None,
+    order: list[str] | None = None,
 ) -> tuple[list[Violation], int]:
-    """Check the ordered Markov statements of ``guide`` against ``model``."""
+    """Check the ordered Markov statements of ``guide`` against ``model``,
+    along ``order`` (a topological order of ``guide``; one is computed when
+    not given)."""
     before = {n for n, kind in guide.nodes(data="kind") if kind != "latent"}
     violations = []
     count = 0
-    for v in nx.topological_sort(guide):
+    for v in nx.topological_sort(guide) if order is None else order:
         if guide.nodes[v]["kind"] != "latent":
             continue
         if only is None or v in only:

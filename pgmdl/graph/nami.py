@@ -18,13 +18,22 @@ elimination on the moral graph:
    elimination order.
 
 Every elimination order gives a faithful inverse. The *natural* orders
-eliminate a latent only after its latent parents (``"min-fill"``:
-NaMI's own choice among that frontier, the site adding the fewest fill-in
-edges; ``"topological"``: forward-NaMI), and these give *minimally*
-faithful inverses. ``"reverse"`` (reverse-NaMI, whose guide follows the
-model's direction) is minimal too when every latent has an observed
-descendant; a latent with no observed descendant can leave it an edge more
-than needed (see :func:`pgmdl.is_minimal`).
+eliminate a latent only after its latent parents (``"min-fill"``: NaMI's
+own choice among that frontier, the site adding the fewest fill-in edges;
+``"topological"``: forward-NaMI, whose guide tends to reverse the model);
+``"reverse"`` (reverse-NaMI) eliminates children first, so its guide tends to
+follow the model. Once every latent has an observed descendant, each
+elimination order gives a *minimally* faithful inverse: the moral graph then
+shows every dependency given the data, and an eliminated site's neighbours
+are joined to it by a path of not-yet-sampled sites.
+
+A latent with *no* observed descendant is barren for the posterior
+(Shachter 1986): its posterior conditional is its prior conditional, and
+eliminating it like the others would marry its parents and leave edges the
+posterior does not need (even in the natural orders). pgmdl sets such sites
+aside before moralizing and samples them last, each from its model parents
+(edge kind ``"prior"``); with this, every order is minimally faithful, which
+the test suite checks on random DAGs with :func:`pgmdl.is_minimal`.
 
 Plates are not unrolled: the algorithm runs on the plate-level graph with
 replicate patterns on its edges (:mod:`pgmdl.graph.plated`), and each edge
@@ -61,12 +70,13 @@ from pgmdl.graph.plated import (
 ORDERS = ("min-fill", "topological", "reverse")
 """Named elimination orders accepted by :func:`invert`."""
 
-INVERSE_EDGE_KINDS = ("inverse", "moral", "fill-in", "augment")
+INVERSE_EDGE_KINDS = ("inverse", "moral", "fill-in", "prior", "augment")
 """Kinds of inverse edges, by where the adjacency comes from: a model edge
 (``"inverse"``, whichever its direction in the guide), the moralization of
 two co-parents (``"moral"``), elimination (``"fill-in"``: the edge, or its
 pooling over some plate, was added when a latent between the two sites was
-eliminated), or ``augment=True`` (``"augment"``)."""
+eliminated), a model edge into a latent with no observed descendant, kept as
+it is (``"prior"``), or ``augment=True`` (``"augment"``)."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class InverseGraph:
         joint_plates: Mapping[str, tuple[str, ...]],
         augmented: bool,
         plated: PlatedDAG,
+        prior_sites: Sequence[str] = (),
     ) -> None:
         self._model = model
         self._dag = nx.freeze(dag)
@@ -151,6 +162,7 @@ class InverseGraph:
         self.strategy = strategy
         self.augmented = augmented
         self._plated = plated
+        self._prior = tuple(prior_sites)
 
     # ------------------------------------------------------------------ structure
 
@@ -242,6 +254,13 @@ class InverseGraph:
         whole plate (a multiset; see CompVAE), not one per replicate."""
         return MappingProxyType(self._joint)
 
+    @property
+    def prior_sites(self) -> tuple[str, ...]:
+        """Latents with no observed descendant: the data say nothing about
+        them beyond their parents, so the guide samples them last, each from
+        its model parents (edges of kind ``"prior"``)."""
+        return self._prior
+
     # ------------------------------------------------------------------ export
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +284,7 @@ class InverseGraph:
                 for u, v in self.edges()
             ],
             "joint_plates": {s: list(p) for s, p in self._joint.items()},
+            "prior_sites": list(self._prior),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -296,6 +316,11 @@ class InverseGraph:
             f"guide samples: {' -> '.join(self.order) or '(nothing)'}",
         ]
         lines += _table(rows)
+        if self._prior:
+            lines.append(
+                f"note: {', '.join(self._prior)} ha{'s' if len(self._prior) == 1 else 've'} no "
+                "observed descendant: sampled last, from the model parents."
+            )
         for site, plates in self._joint.items():
             lines.append(
                 f"note: the posterior couples the replicates of {site!r} along "
@@ -368,6 +393,7 @@ def invert(
         },
         augmented=augment,
         plated=plated,
+        prior_sites=result.prior,
     )
 
 
@@ -381,12 +407,15 @@ class Elimination:
             closed under the site's own coupling).
         kinds: ``(parent, site) -> kind`` (:data:`INVERSE_EDGE_KINDS`).
         coupled: each latent's coupled plates (empty when none).
+        prior: latents with no observed descendant, in topological order:
+            they are eliminated first (sampled last) from their model parents.
     """
 
     order: list[str]
     parents: dict[tuple[str, str], Patterns]
     kinds: dict[tuple[str, str], str]
     coupled: dict[str, StarSet]
+    prior: list[str]
 
 
 class _MoralGraph:
@@ -489,9 +518,20 @@ def eliminate(dag: PlatedDAG, order: str | Sequence[str]) -> Elimination:
     This is the algorithm behind :func:`invert`, exposed for checks against
     the unrolled graph.
     """
-    moral = _MoralGraph(dag)
+    prior = _prior_sites(dag)
     position = {n: i for i, n in enumerate(dag.kinds)}
-    result = Elimination(order=[], parents={}, kinds={}, coupled={})
+    result = Elimination(order=[], parents={}, kinds={}, coupled={}, prior=prior)
+    # Latents with no observed descendant go first in elimination (last in the
+    # guide), each from its model parents; the rest is inverted without them.
+    for site in reversed(prior):
+        result.order.append(site)
+        result.coupled[site] = frozenset()
+        for (parent, child), patterns in dag.edges.items():
+            if child == site:
+                result.parents[parent, site] = patterns
+                result.kinds[parent, site] = "prior"
+    dag = _without(dag, set(prior))
+    moral = _MoralGraph(dag)
 
     def record(w: str) -> set[str]:
         neighbours, coupled, touched = moral.eliminate(w)
@@ -512,8 +552,43 @@ def eliminate(dag: PlatedDAG, order: str | Sequence[str]) -> Elimination:
         else:
             sequence = list(order)
         for w in sequence:
-            record(w)
+            if w in dag.kinds:
+                record(w)
     return result
+
+
+def _prior_sites(dag: PlatedDAG) -> list[str]:
+    """Latents with no observed descendant, in topological order.
+
+    Such a site is *barren* for the posterior (Shachter 1986): summing it out
+    leaves the rest of the model unchanged, so ``p(z_rest | x)`` does not
+    involve it and ``p(site | everything else) = p(site | its parents)``.
+    """
+    g = nx.DiGraph()
+    g.add_nodes_from(dag.kinds)
+    g.add_edges_from(dag.edges)
+    observed = [n for n, k in dag.kinds.items() if k == "observed"]
+    informed = set(observed)
+    for node in observed:
+        informed |= nx.ancestors(g, node)
+    position = {n: i for i, n in enumerate(dag.kinds)}
+    return [
+        n
+        for n in nx.lexicographical_topological_sort(g, key=position.get)
+        if dag.kinds[n] == "latent" and n not in informed
+    ]
+
+
+def _without(dag: PlatedDAG, drop: set[str]) -> PlatedDAG:
+    if not drop:
+        return dag
+    return PlatedDAG(
+        kinds={n: k for n, k in dag.kinds.items() if n not in drop},
+        plates={n: p for n, p in dag.plates.items() if n not in drop},
+        edges={e: p for e, p in dag.edges.items() if not drop & set(e)},
+        plate_sizes=dag.plate_sizes,
+        plate_order=dag.plate_order,
+    )
 
 
 def _latent_topological(dag: PlatedDAG, position: Mapping[str, int]) -> list[str]:
