@@ -3,7 +3,8 @@
 Write a generative model as an ordinary Pyro program; pgmdl compiles it into
 an explicit Bayesian network (:func:`compile`), inverts it into the structure
 of a faithful amortized guide (:func:`invert`, NaMI), certifies guide
-structures (:func:`check_faithful`, :func:`is_minimal`) and draws both
+structures (:func:`check_faithful`, :func:`is_minimal`), audits hand-written
+guides (:func:`audit_guide`) and draws models and guides
 (:func:`render`).
 """
 
@@ -20,12 +21,14 @@ from pgmdl.errors import (
 )
 from pgmdl.graph import (
     FaithfulnessReport,
+    GuideAudit,
     InverseGraph,
     ModelGraph,
     PlateInfo,
     PlateLink,
     SiteInfo,
     Violation,
+    audit_guide,
     check_faithful,
     compile,
     compile_model,
@@ -41,6 +44,7 @@ __all__ = [
     "CLIError",
     "DynamicStructureError",
     "FaithfulnessReport",
+    "GuideAudit",
     "InverseGraph",
     "InversionError",
     "ModelError",
@@ -55,6 +59,7 @@ __all__ = [
     "StructureWarning",
     "Violation",
     "__version__",
+    "audit_guide",
     "check_faithful",
     "compile",
     "compile_model",

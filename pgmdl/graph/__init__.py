@@ -13,6 +13,7 @@ structure of their amortized guides.
   (:mod:`pgmdl.graph.audit`) does it for a hand-written guide.
 """
 
+from pgmdl.graph.audit import GuideAudit, MissingDependency, SiteAudit, audit, audit_guide
 from pgmdl.graph.compile import compile, compile_model
 from pgmdl.graph.faithful import (
     FaithfulnessReport,
@@ -30,12 +31,17 @@ __all__ = [
     "INVERSE_EDGE_KINDS",
     "ORDERS",
     "FaithfulnessReport",
+    "GuideAudit",
     "InverseGraph",
+    "MissingDependency",
     "ModelGraph",
     "PlateInfo",
     "PlateLink",
+    "SiteAudit",
     "SiteInfo",
     "Violation",
+    "audit",
+    "audit_guide",
     "check_faithful",
     "compile",
     "compile_model",
