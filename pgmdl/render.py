@@ -9,7 +9,10 @@ follow the graphical-models literature (Bishop 2006, ch. 8):
 * model inputs (a conditional model's context argument) are dashed boxes;
 * edges are styled by kind (:data:`EDGE_STYLES`): a ``"control"`` edge
   (a dependency through Python control flow) is dotted, an input's edges
-  are dashed.
+  are dashed;
+* in a guide panel (``render(..., guide="nami")``), fill-in edges are dashed
+  red, pooled edges thick with a double arrowhead, and a site needing a
+  joint conditional over a plate has a double border.
 
 A drawing is made of *panels*, one per graph; node identifiers are prefixed
 with the panel's name so several graphs (a model and, later, its inference
@@ -26,7 +29,7 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -34,15 +37,29 @@ from typing import Any
 import graphviz
 
 from pgmdl.errors import ModelError, RenderWarning
-from pgmdl.graph import ModelGraph, compile_model
+from pgmdl.graph import InverseGraph, ModelGraph, compile_model, invert
 
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
     "control": {"style": "dotted", "color": "gray40"},
     "input": {"style": "dashed", "color": "gray40"},
+    # inverse (guide) edges, by origin (pgmdl.graph.nami.INVERSE_EDGE_KINDS)
+    "inverse": {},
+    "moral": {"color": "gray35"},
+    "fill-in": {"style": "dashed", "color": "firebrick"},
+    "prior": {"color": "gray55"},
+    "augment": {"style": "dotted", "color": "steelblue"},
 }
-"""Graphviz attributes of each edge kind. Later graphs (inverse graphs,
-guides) add their own kinds here."""
+"""Graphviz attributes of each edge kind: model edges (``data``,
+``control``, ``input``) and inverse edges (``inverse``, ``moral``,
+``fill-in``, ``prior``, ``augment``)."""
+
+POOLED_EDGE_STYLE: dict[str, str] = {"penwidth": "2.5", "arrowhead": "veevee"}
+"""Added to an inverse edge along which the site pools all replicates of its
+parent over some plate (a set encoder in the guide)."""
+
+JOINT_NODE_STYLE: dict[str, str] = {"peripheries": "2"}
+"""Added to a guide site whose replicates need a joint conditional over a plate."""
 
 NODE_STYLES: dict[str, dict[str, str]] = {
     "latent": {"shape": "ellipse", "style": "solid"},
@@ -73,8 +90,11 @@ def render(
     show_shapes: bool = False,
     show_inputs: bool = True,
     rankdir: str = "TB",
+    guide: str | InverseGraph | None = None,
+    order: str | Sequence[str] = "min-fill",
+    augment: bool = False,
 ) -> graphviz.Digraph:
-    """Draw a model's Bayesian network.
+    """Draw a model's Bayesian network, and its NaMI guide beside it.
 
     Args:
         model_or_graph: a Pyro program (compiled with ``*args`` and
@@ -91,6 +111,15 @@ def render(
         show_inputs: draw model inputs (arguments feeding sites that are not
             site values, e.g. a conditional VAE's context) as dashed boxes.
         rankdir: Graphviz's layout direction (``"TB"`` or ``"LR"``).
+        guide: ``"nami"`` to draw the model's NaMI inverse (the structure of
+            its amortized guide) beside it, or an
+            :class:`~pgmdl.graph.InverseGraph` of this model to draw.
+        order, augment: passed to :func:`pgmdl.invert` when ``guide="nami"``.
+
+    In the guide panel observed sites are the roots; fill-in edges are
+    dashed red, edges that pool a parent's replicates over a plate are thick
+    with a double arrowhead, and a site that needs a joint conditional over
+    a plate has a double border.
 
     Returns:
         the :class:`graphviz.Digraph`; in a notebook it displays itself.
@@ -116,16 +145,75 @@ def render(
     else:
         graph = compile_model(model_or_graph, args, dict(model_kwargs or {}))
     dot = graphviz.Digraph(name=graph.model_name, graph_attr={"rankdir": rankdir})
-    add_panel(
-        dot,
-        graph,
-        show_distributions=show_distributions,
-        show_shapes=show_shapes,
-        show_inputs=show_inputs,
-    )
+    options = {
+        "show_distributions": show_distributions,
+        "show_shapes": show_shapes,
+        "show_inputs": show_inputs,
+    }
+    if guide is None:
+        add_panel(dot, graph, **options)
+    else:
+        inverse = _inverse(graph, guide, order, augment)
+        title = "model" if graph.model_name == "model" else f"model {graph.model_name}"
+        add_panel(dot, graph, panel="model", label=title, **options)
+        add_inverse_panel(dot, inverse, **options)
     if filename is not None:
         write(dot, filename, format=format)
     return dot
+
+
+def _inverse(
+    graph: ModelGraph, guide: str | InverseGraph, order: str | Sequence[str], augment: bool
+) -> InverseGraph:
+    if isinstance(guide, InverseGraph):
+        if guide.model is not graph and guide.model.to_dict() != graph.to_dict():
+            raise ModelError("render(guide=...) got the inverse of a different model")
+        return guide
+    if guide != "nami":
+        raise ModelError(
+            f"render(guide={guide!r}): use guide='nami' (NaMI's inverse) or an InverseGraph "
+            "from pgmdl.invert"
+        )
+    return invert(graph, order=order, augment=augment)
+
+
+def add_inverse_panel(
+    dot: graphviz.Digraph,
+    inverse: InverseGraph,
+    *,
+    panel: str = "guide",
+    label: str | None = None,
+    show_distributions: bool = False,
+    show_shapes: bool = False,
+    show_inputs: bool = True,
+) -> None:
+    """Add an inverse graph (a guide's structure) to ``dot`` as its own panel."""
+    graph = inverse.model
+    kinds = dict(inverse.dag.nodes(data="kind"))
+    edges = []
+    edge_attrs = {}
+    for parent, site in inverse.edges():
+        source = f"input {parent}" if kinds[parent] == "input" else parent
+        edges.append((source, site, inverse.edge_kind(parent, site)))
+        if inverse.link(parent, site).pooled:
+            edge_attrs[source, site] = POOLED_EDGE_STYLE
+    node_attrs = {}
+    for site, plates in inverse.joint_plates.items():
+        node_attrs[site] = {**JOINT_NODE_STYLE, "note": f"joint over {', '.join(plates)}"}
+    strategy = inverse.strategy + (", augmented" if inverse.augmented else "")
+    add_panel(
+        dot,
+        graph,
+        panel=panel,
+        label=label or f"guide (NaMI, {strategy})",
+        show_distributions=show_distributions,
+        show_shapes=show_shapes,
+        show_inputs=show_inputs,
+        edges=edges,
+        sites=[n for n in graph.sites if n in kinds],
+        edge_attrs=edge_attrs,
+        node_attrs=node_attrs,
+    )
 
 
 def node_id(panel: str, site: str) -> str:
@@ -148,6 +236,9 @@ def add_panel(
     show_shapes: bool = False,
     show_inputs: bool = True,
     edges: list[tuple[str, str, str]] | None = None,
+    sites: Iterable[str] | None = None,
+    edge_attrs: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+    node_attrs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Add ``graph``'s sites, plates and edges to ``dot``.
 
@@ -161,7 +252,14 @@ def add_panel(
         edges: ``(parent, child, kind)`` triples to draw instead of the
             graph's own edges (an inverse graph draws its edges over the same
             sites); each kind is styled by :data:`EDGE_STYLES`.
+        sites: the sites to draw (default: all of the graph's).
+        edge_attrs: extra Graphviz attributes per ``(parent, child)`` edge.
+        node_attrs: extra Graphviz attributes per site; the key ``"note"``
+            adds a line to the site's label instead.
     """
+    drawn_sites = set(graph.sites if sites is None else sites)
+    edge_attrs = edge_attrs or {}
+    node_attrs = node_attrs or {}
     target = dot
     if panel:
         target = graphviz.Digraph(name=f"cluster_panel_{panel}")
@@ -179,13 +277,19 @@ def add_panel(
         return clusters[stack]
 
     for name, site in graph.sites.items():
+        if name not in drawn_sites:
+            continue
         text = name
         if show_distributions:
             text += f"\n{site.distribution}"
         if show_shapes:
             text += f"\n{_shapes(site.batch_shape, site.event_shape)}"
         holder = cluster(site.plates) if site.plates else target
-        holder.node(node_id(panel, name), label=text, **NODE_STYLES[site.kind])
+        style = {**NODE_STYLES[site.kind], **node_attrs.get(name, {})}
+        note = style.pop("note", None)
+        if note:
+            text += f"\n({note})"
+        holder.node(node_id(panel, name), label=text, **style)
 
     # Attach inner clusters to outer ones, innermost first (graphviz copies a
     # subgraph's body when it is attached, so children must be complete).
@@ -200,9 +304,11 @@ def add_panel(
     if show_inputs:
         for path, consumers in graph.inputs.items():
             target.node(node_id(panel, f"input {path}"), label=path, **NODE_STYLES["input"])
-            drawn += [(f"input {path}", site, "input") for site in consumers]
+            if edges is None:
+                drawn += [(f"input {path}", site, "input") for site in consumers]
     for parent, child, kind in drawn:
-        target.edge(node_id(panel, parent), node_id(panel, child), **EDGE_STYLES.get(kind, {}))
+        style = {**EDGE_STYLES.get(kind, {}), **edge_attrs.get((parent, child), {})}
+        target.edge(node_id(panel, parent), node_id(panel, child), **style)
     if panel:
         dot.subgraph(target)
 

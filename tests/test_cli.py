@@ -151,3 +151,73 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "pgmdl", "inspect", "nope.py"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "pgmdl: error: no such file" in result.stderr
+
+
+GMM = str(ROOT / "models" / "gmm.py") + ":model"
+HVAE = str(ROOT / "models" / "hvae.py") + ":model"
+
+
+def test_invert_prints_the_inverse_and_its_certificates(capsys):
+    assert main(["invert", HVAE, "--order", "reverse"]) == 0
+    out = capsys.readouterr().out
+    assert "guide samples: z2 -> z1" in out
+    assert "z1    x, z2" in out
+    assert "faithful: all 6 guide conditionals hold in the model (plates unrolled to data=3)" in out
+    assert "minimal: yes" in out
+
+
+def test_invert_json_and_explicit_order(capsys):
+    assert main(["invert", HVAE, "--order", "z1,z2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["strategy"] == "explicit" and data["order"] == ["z2", "z1"]
+    assert data["faithful"] is True and data["minimal"] is True
+
+
+def test_invert_bad_order_names_the_site(capsys):
+    assert main(["invert", GMM, "--order", "weights,x"]) == 1
+    err = capsys.readouterr().err
+    assert "'x', an observed site" in err
+    assert main(["invert", GMM, "--order", "natural"]) == 1
+    assert "unknown order 'natural'" in capsys.readouterr().err
+
+
+def test_render_with_the_nami_guide(tmp_path, capsys):
+    out = tmp_path / "gmm.gv"
+    assert main(["render", GMM, "-o", str(out), "--guide", "nami", "--order", "reverse"]) == 0
+    source = out.read_text()
+    assert "cluster_panel_model" in source and "cluster_panel_guide" in source
+    assert "guide (NaMI, reverse)" in source
+    assert "joint over components" in source
+
+
+def test_audit_reports_and_sets_the_exit_status(tmp_path, capsys):
+    guides = tmp_path / "guides.py"
+    guides.write_text(
+        textwrap.dedent(
+            """
+            import pyro, pyro.distributions as dist
+
+            def model(x):
+                a = pyro.sample("a", dist.Normal(0.0, 1.0))
+                b = pyro.sample("b", dist.Normal(0.0, 1.0))
+                pyro.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+            def mean_field(x):
+                pyro.sample("a", dist.Normal(x, 1.0))
+                pyro.sample("b", dist.Normal(x, 1.0))
+
+            def faithful(x):
+                a = pyro.sample("a", dist.Normal(x, 1.0))
+                pyro.sample("b", dist.Normal(x - a, 1.0))
+
+            def example_args():
+                import torch
+                return (torch.tensor(1.0),), {}
+            """
+        )
+    )
+    assert main(["audit", f"{guides}:model", f"{guides}:mean_field"]) == 1
+    out = capsys.readouterr().out
+    assert "CANNOT represent the posterior" in out and "active path: b -> x <- a" in out
+    assert main(["audit", f"{guides}:model", f"{guides}:faithful"]) == 0
+    assert "can represent the posterior" in capsys.readouterr().out

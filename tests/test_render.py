@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import xml.etree.ElementTree as ET
 
 import pyro
@@ -118,3 +119,26 @@ def test_source_formats_and_bad_formats(graph, tmp_path):
     assert (tmp_path / "g.gv").read_text().startswith("digraph")
     with pytest.raises(ValueError, match="cannot write format 'bmpx'"):
         pgmdl.render(graph, filename=tmp_path / "g.bmpx")
+
+
+def test_guide_panel_styles_fill_in_pooled_and_joint():
+    loaded = load_zoo("gmm")
+    dot = pgmdl.render(
+        loaded.model, *loaded.args, model_kwargs=loaded.kwargs, guide="nami", order="reverse"
+    )
+    source = dot.source
+    # weights gets x by fill-in (dashed red), pooled over data (thick, double arrowhead).
+    assert re.search(r"guide_2f_x -> guide_2f_weights \[[^\]]*color=firebrick", source)
+    assert re.search(r"guide_2f_x -> guide_2f_weights \[[^\]]*arrowhead=veevee", source)
+    # locs needs a joint conditional over its plate: double border and a note.
+    assert re.search(r'guide_2f_locs \[label="locs\n\(joint over components\)"', source)
+    assert "peripheries=2" in source
+    # Observed sites are roots of the guide.
+    assert not re.search(r"-> guide_2f_x\b", source)
+
+
+def test_guide_argument_is_checked(graph):
+    with pytest.raises(pgmdl.ModelError, match="guide='nami'"):
+        pgmdl.render(graph, guide="amortized")
+    inverse = pgmdl.invert(graph)
+    assert "cluster_panel_guide" in pgmdl.render(graph, guide=inverse).source

@@ -90,9 +90,13 @@ class FaithfulnessReport:
         return self.ok
 
     def __str__(self) -> str:
+        unrolled = ", ".join(f"{p}={n}" for p, n in self.replicates.items())
+        where = f" (plates unrolled to {unrolled})" if unrolled else ""
         if self.ok:
-            return f"faithful: all {self.statements} guide conditionals hold in the model"
-        lines = [f"NOT faithful: {len(self.violations)} of {self.statements} conditionals fail"]
+            return f"faithful: all {self.statements} guide conditionals hold in the model{where}"
+        lines = [
+            f"NOT faithful: {len(self.violations)} of {self.statements} conditionals fail{where}"
+        ]
         lines += [f"  - {v}" for v in self.violations]
         return "\n".join(lines)
 
