@@ -16,3 +16,15 @@ def test_compile_scale_runs_and_checks_its_graphs():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(("scalar", "plated"))]
     assert len(rows) == 4 and all(" OK " in row for row in rows)
+
+
+def test_invert_scale_runs_and_certifies_its_inverses():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "invert_scale.py"), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("local", "plated"))]
+    assert len(rows) == 4

@@ -5,7 +5,13 @@ import importlib
 
 import pytest
 
-MODULES = ["pgmdl.graph.model_graph", "pgmdl.render"]
+MODULES = [
+    "pgmdl.graph.model_graph",
+    "pgmdl.graph.nami",
+    "pgmdl.graph.faithful",
+    "pgmdl.graph.audit",
+    "pgmdl.render",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -424,6 +424,9 @@ class _MoralGraph:
     def __init__(self, dag: PlatedDAG) -> None:
         self.dag = dag
         self.plates = {n: dag.plate_set(n) for n in dag.kinds}
+        # Without plates every edge has the one pattern SAME: fill-in is then
+        # plain graph elimination, done with set operations.
+        self.flat = not any(self.plates.values())
         self.adj: dict[str, dict[str, Patterns]] = {n: {} for n in dag.kinds}
         self.origin: dict[frozenset[str], str] = {}
         parents: dict[str, list[tuple[str, Patterns]]] = {n: [] for n in dag.kinds}
@@ -482,6 +485,10 @@ class _MoralGraph:
 
     def fill_in_count(self, w: str) -> int:
         """How many new patterns eliminating ``w`` would add (min-fill score)."""
+        if self.flat:
+            neighbours = self.adj[w].keys()
+            missing = sum(len(neighbours - self.adj[a].keys()) - 1 for a in neighbours)
+            return missing // 2
         pending: dict[tuple[str, str], Patterns] = {}
         count = 0
         for a, b, star in self.fill_ins(w):
@@ -496,19 +503,33 @@ class _MoralGraph:
 
     def eliminate(self, w: str) -> tuple[dict[str, Patterns], StarSet, set[str]]:
         """Eliminate ``w``: its neighbours (with closed patterns), its coupled
-        plates, and the nodes whose neighbourhood changed."""
+        plates, and the nodes whose fill-in count may have changed (the
+        neighbours, and the common neighbours of each new edge; with plates,
+        conservatively, everything within two steps)."""
         coupled = self.coupling(w)
         neighbours = {
             a: frozenset(star | (coupled & self.plates[a]) for star in self.adj[w][a])
             for a in self.adj[w]
             if a != w
         }
-        for a, b, star in self.fill_ins(w):
-            self.join(a, b, star, "fill-in")
+        touched = set(neighbours)
+        if self.flat:
+            ranked = list(neighbours)
+            for i, a in enumerate(ranked):
+                missing = [b for b in ranked[i + 1 :] if b not in self.adj[a]]
+                for b in missing:
+                    self.join(a, b, frozenset(), "fill-in")
+                    touched |= self.adj[a].keys() & self.adj[b].keys()
+        else:
+            for a, b, star in self.fill_ins(w):
+                self.join(a, b, star, "fill-in")
+            for a in neighbours:
+                touched.update(self.adj[a])
         for a in neighbours:
             del self.adj[a][w]
         del self.adj[w]
-        return neighbours, coupled, set(neighbours)
+        touched.discard(w)
+        return neighbours, coupled, touched
 
 
 def eliminate(dag: PlatedDAG, order: str | Sequence[str]) -> Elimination:
@@ -606,8 +627,7 @@ def _min_fill(dag: PlatedDAG, moral: _MoralGraph, record, position: Mapping[str,
     """NaMI's natural order: eliminate, among the latents whose latent parents
     are all eliminated (the frontier), one adding the fewest fill-in patterns;
     ties go to the earliest site. Scores are cached and recomputed only for
-    sites within two steps of the last eliminated one (the only ones whose
-    neighbourhood can have changed)."""
+    the sites whose count the last elimination can have changed."""
     waiting = {n: 0 for n in dag.kinds if dag.kinds[n] == "latent"}
     children: dict[str, list[str]] = {n: [] for n in dag.kinds}
     for u, v in dag.edges:
@@ -629,10 +649,7 @@ def _min_fill(dag: PlatedDAG, moral: _MoralGraph, record, position: Mapping[str,
         if w not in frontier or v != version[w]:
             continue
         frontier.discard(w)
-        touched = record(w)
-        stale = set(touched)
-        for a in touched:
-            stale.update(moral.adj[a])
+        stale = record(w)
         for child in children[w]:
             waiting[child] -= 1
             if waiting[child] == 0:
