@@ -31,6 +31,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/compile_scale.py
+	$(BIN)/python benchmarks/invert_scale.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache
