@@ -250,9 +250,12 @@ def format_row(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def print_table(rows: list[dict[str, str]]) -> None:
-    headers = [title for _, title in COLUMNS]
-    cells = [[row[key] for key, _ in COLUMNS] for row in rows]
+def print_table(rows: list[dict[str, str]], columns: list[tuple[str, str]] | None = None) -> None:
+    """Print ``rows`` under ``columns`` (``(key, title)`` pairs; default: this
+    script's); numbers right-aligned, words left-aligned."""
+    columns = COLUMNS if columns is None else columns
+    headers = [title for _, title in columns]
+    cells = [[row[key] for key, _ in columns] for row in rows]
     widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     print("  ".join("-" * w for w in widths))

@@ -51,7 +51,7 @@ import torch
 import pgmdl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_scale import best_time, machine, make_model  # noqa: E402
+from compile_scale import best_time, machine, make_model, print_table  # noqa: E402
 
 PLATE_SIZE = 64
 GOAL_SITES = 1000
@@ -143,21 +143,6 @@ def measure(family: str, size: int, seed: int, repeats: int) -> dict[str, str]:
     }
 
 
-def print_table(rows: list[dict[str, str]]) -> None:
-    headers = [title for _, title in COLUMNS]
-    cells = [[row[key] for key, _ in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for line in cells:
-        print(
-            "  ".join(
-                c.rjust(w) if c[:1].isdigit() else c.ljust(w)
-                for c, w in zip(line, widths, strict=True)
-            ).rstrip()
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time pgmdl.invert on generated models.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
@@ -180,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             rows.append(measure(family, size, args.seed, args.repeats))
             print(f"  measured {family} {size}", file=sys.stderr, flush=True)
-    print_table(rows)
+    print_table(rows, COLUMNS)
     return 0
 
 

@@ -166,7 +166,7 @@ def _inverse(
     graph: ModelGraph, guide: str | InverseGraph, order: str | Sequence[str], augment: bool
 ) -> InverseGraph:
     if isinstance(guide, InverseGraph):
-        if guide.model is not graph and guide.model.to_dict() != graph.to_dict():
+        if not guide.belongs_to(graph):
             raise ModelError("render(guide=...) got the inverse of a different model")
         return guide
     if guide != "nami":

@@ -204,7 +204,7 @@ class _Structure:
                 f"expected a compiled ModelGraph as the model, got {type(graph).__name__}"
             )
         if isinstance(inverse, InverseGraph):
-            if inverse.model is not graph and inverse.model.to_dict() != graph.to_dict():
+            if not inverse.belongs_to(graph):
                 raise InversionError("the inverse graph was built from a different model graph")
             plated = inverse._plated
             edges = {(u, v): p for u, v, p in inverse.dag.edges(data="patterns")}

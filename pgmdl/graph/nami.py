@@ -261,6 +261,10 @@ class InverseGraph:
         its model parents (edges of kind ``"prior"``)."""
         return self._prior
 
+    def belongs_to(self, graph: ModelGraph) -> bool:
+        """Whether this is an inverse of ``graph`` (the same object or an equal graph)."""
+        return self._model is graph or self._model.to_dict() == graph.to_dict()
+
     # ------------------------------------------------------------------ export
 
     def to_dict(self) -> dict[str, Any]:
@@ -585,9 +589,7 @@ def _prior_sites(dag: PlatedDAG) -> list[str]:
     leaves the rest of the model unchanged, so ``p(z_rest | x)`` does not
     involve it and ``p(site | everything else) = p(site | its parents)``.
     """
-    g = nx.DiGraph()
-    g.add_nodes_from(dag.kinds)
-    g.add_edges_from(dag.edges)
+    g = dag.to_networkx()
     observed = [n for n, k in dag.kinds.items() if k == "observed"]
     informed = set(observed)
     for node in observed:
@@ -613,9 +615,7 @@ def _without(dag: PlatedDAG, drop: set[str]) -> PlatedDAG:
 
 
 def _latent_topological(dag: PlatedDAG, position: Mapping[str, int]) -> list[str]:
-    g = nx.DiGraph()
-    g.add_nodes_from(dag.kinds)
-    g.add_edges_from(dag.edges)
+    g = dag.to_networkx()
     return [
         n
         for n in nx.lexicographical_topological_sort(g, key=position.get)

@@ -120,9 +120,6 @@ class PlatedDAG:
     def plate_set(self, node: str) -> frozenset[str]:
         return frozenset(self.plates[node])
 
-    def parents(self, node: str) -> list[str]:
-        return [u for (u, v) in self.edges if v == node]
-
     def add_edge(self, parent: str, child: str, patterns: Patterns) -> None:
         key = (parent, child)
         self.edges[key] = merge_patterns(self.edges.get(key, frozenset()), patterns)
