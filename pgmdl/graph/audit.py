@@ -369,6 +369,7 @@ def _guide_structure(model: ModelGraph, guide: ModelGraph, plated: PlatedDAG) ->
 
     # Remove every node the model does not know, in guide order: helpers are
     # contracted; auxiliary latents are summed out, coupling their children.
+    guide_order = {n: i for i, n in enumerate(guide.sites)}
     for node in [*guide.inputs, *guide.sites]:
         node = names.get(node, node)
         if node in keep or node not in g:
@@ -377,8 +378,7 @@ def _guide_structure(model: ModelGraph, guide: ModelGraph, plated: PlatedDAG) ->
         g.remove_node(node)
         g.add_edges_from((p, c) for p in parents for c in children)
         if node in auxiliary:
-            order = {n: i for i, n in enumerate(guide.sites)}
-            ranked = sorted(children, key=lambda c: order.get(c, -1))
+            ranked = sorted(children, key=lambda c: guide_order.get(c, -1))
             g.add_edges_from((a, b) for i, a in enumerate(ranked) for b in ranked[i + 1 :])
     edges = {
         (u, v): SAME for u, v in g.edges if v in sampled and (u in sampled or u in plated.given)

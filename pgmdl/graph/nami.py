@@ -439,16 +439,28 @@ class _MoralGraph:
             for star in patterns:
                 self.join(u, v, star, "inverse")
         for child, items in parents.items():
-            for (a, pa), (b, pb) in itertools.combinations_with_replacement(items, 2):
-                for sa, sb in itertools.product(pa, pb):
-                    star = compose(
-                        sa,
-                        sb,
-                        plates_a=self.plates[a],
-                        plates_mid=self.plates[child],
-                        plates_b=self.plates[b],
-                    )
-                    self.join(a, b, star, "moral")
+            for a, b, star in self._through(child, items):
+                self.join(a, b, star, "moral")
+
+    def _through(
+        self, mid: str, items: list[tuple[str, Patterns]], coupled: StarSet = frozenset()
+    ) -> list[tuple[str, str, StarSet]]:
+        """The ``(a, b, star)`` joins between every two (not necessarily
+        distinct) sites linked to ``mid`` by the given patterns: co-parents of
+        a child (moralization) or neighbours of an eliminated site (fill-in)."""
+        out = []
+        for (a, pa), (b, pb) in itertools.combinations_with_replacement(items, 2):
+            for sa, sb in itertools.product(pa, pb):
+                star = compose(
+                    sa,
+                    sb,
+                    plates_a=self.plates[a],
+                    plates_mid=self.plates[mid],
+                    plates_b=self.plates[b],
+                    coupled=coupled,
+                )
+                out.append((a, b, star))
+        return out
 
     def join(self, a: str, b: str, star: StarSet, kind: str) -> bool:
         """Add pattern ``star`` to the edge ``a -- b``; whether it was new."""
@@ -471,21 +483,8 @@ class _MoralGraph:
 
     def fill_ins(self, w: str) -> list[tuple[str, str, StarSet]]:
         """The ``(a, b, star)`` joins eliminating ``w`` makes (new or not)."""
-        coupled = self.coupling(w)
-        neighbours = [a for a in self.adj[w] if a != w]
-        out = []
-        for a, b in itertools.combinations_with_replacement(neighbours, 2):
-            for sa, sb in itertools.product(self.adj[a][w], self.adj[w][b]):
-                star = compose(
-                    sa,
-                    sb,
-                    plates_a=self.plates[a],
-                    plates_mid=self.plates[w],
-                    plates_b=self.plates[b],
-                    coupled=coupled,
-                )
-                out.append((a, b, star))
-        return out
+        items = [(a, patterns) for a, patterns in self.adj[w].items() if a != w]
+        return self._through(w, items, self.coupling(w))
 
     def fill_in_count(self, w: str) -> int:
         """How many new patterns eliminating ``w`` would add (min-fill score)."""
