@@ -48,6 +48,19 @@ class SiteNotFoundError(PgmdlError, KeyError):
         return str(self.args[0])
 
 
+class GuideError(PgmdlError):
+    """A guide pgmdl cannot build or run for this model: no latent site, a
+    latent whose support has no variational family, an observed site the
+    guide cannot find among the model's arguments, or an observed value of
+    the wrong shape."""
+
+
+class TrainingError(PgmdlError, FloatingPointError):
+    """Training went wrong in a way the user must fix: the loss turned NaN or
+    infinite (the message names the sites and parameters at fault), or a
+    checkpoint does not match the model and guide being trained."""
+
+
 class CLIError(PgmdlError):
     """A command-line argument the ``pgmdl`` program cannot use."""
 
