@@ -4,13 +4,16 @@ Write a generative model as an ordinary Pyro program; pgmdl compiles it into
 an explicit Bayesian network (:func:`compile`), inverts it into the structure
 of a faithful amortized guide (:func:`invert`, NaMI), certifies guide
 structures (:func:`check_faithful`, :func:`is_minimal`), audits hand-written
-guides (:func:`audit_guide`) and draws models and guides
+guides (:func:`audit_guide`), builds amortized guides with that structure
+(:class:`NaMIGuide`), trains them (:func:`fit`) and draws models and guides
 (:func:`render`).
 """
 
 from pgmdl.errors import (
     CLIError,
     DynamicStructureError,
+    GuideError,
+    GuideWarning,
     InversionError,
     ModelError,
     PgmdlError,
@@ -18,6 +21,7 @@ from pgmdl.errors import (
     RenderWarning,
     SiteNotFoundError,
     StructureWarning,
+    TrainingError,
 )
 from pgmdl.graph import (
     FaithfulnessReport,
@@ -36,6 +40,7 @@ from pgmdl.graph import (
     is_minimal,
     redundant_edges,
 )
+from pgmdl.guides import NaMIGuide
 from pgmdl.render import render
 
 __version__ = "0.1.0"
@@ -45,10 +50,13 @@ __all__ = [
     "DynamicStructureError",
     "FaithfulnessReport",
     "GuideAudit",
+    "GuideError",
+    "GuideWarning",
     "InverseGraph",
     "InversionError",
     "ModelError",
     "ModelGraph",
+    "NaMIGuide",
     "PgmdlError",
     "PgmdlWarning",
     "PlateInfo",
@@ -57,6 +65,7 @@ __all__ = [
     "SiteInfo",
     "SiteNotFoundError",
     "StructureWarning",
+    "TrainingError",
     "Violation",
     "__version__",
     "audit_guide",

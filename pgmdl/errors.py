@@ -76,6 +76,13 @@ class StructureWarning(PgmdlWarning):
     ``on_dynamic="warn"`` was asked for."""
 
 
+class GuideWarning(PgmdlWarning):
+    """The guide is less expressive than the inverse graph asks for: for
+    example NaMI couples the replicates of a site along a plate (a joint
+    plate), and the vectorized guide samples them independently given pooled
+    summaries of their parents."""
+
+
 class RenderWarning(PgmdlWarning):
     """A drawing could not be produced in the requested format (for example
     Graphviz's ``dot`` program is missing); the DOT source was written

@@ -1,0 +1,664 @@
+r"""``NaMIGuide``: an amortized Pyro autoguide whose structure is the NaMI inverse.
+
+For a model :math:`p(x, z) = \prod_i p(v_i \mid \pi_i)`, the guide is
+
+.. math::
+
+    q_\phi(z \mid x) = \prod_{z_j \text{ in guide order}} q_\phi\big(z_j \mid \pi^{-1}_j\big)
+
+where :math:`\pi^{-1}_j` are the parents of :math:`z_j` in the minimally
+faithful inverse of the model (:func:`pgmdl.invert`, Webb et al. 2018): the
+guide can represent the exact posterior whenever each conditional can, and it
+has no edge it does not need. Each factor is a
+:class:`~pgmdl.guides.conditional.Conditional`: a residual network with a
+zero-initialized last layer (thesis §4.2.4) feeding a family chosen from the
+site's support (:mod:`pgmdl.guides.families`).
+
+The guide is **amortized**: it holds no per-data-point parameter. The values
+it conditions on are read from the model's arguments on every call (the
+*binding rule*, below), so one trained guide serves new data, any batch size
+and subsampled plates.
+
+Binding rule
+------------
+An observed site is bound to the model argument that *is* its value: with
+``pyro.sample("x", ..., obs=x)`` (``x`` an argument, an element of a tuple or
+list argument, or an entry of a dict argument), the guide reads ``x`` from
+the same argument when called. Arguments that feed distributions without
+being any site's value (a conditional VAE's context ``c``) are read the same
+way. An observed value *computed* from arguments (``obs=x[:, 0]``,
+``obs=x.float()``) has no binding: pass it as an argument of its own, or give
+``NaMIGuide(model, bindings={"x0": lambda arguments: arguments["x"][:, 0]})``
+(``arguments`` maps the model's parameter names to this call's values).
+
+Global latents
+--------------
+A *global* latent shares no plate with an observed site: a mixture's weights
+and component means, a regression's coefficients. With
+``global_latents="auto"`` (the default) a global latent gets free parameters,
+as with :class:`~pyro.infer.autoguide.AutoNormal`, whenever observed sites
+live in a plate: its posterior depends on the whole data set, which a
+minibatch cannot show an encoder. In a model without plates (every site is a
+variable of one data point) it is amortized like any other site. Force either
+with ``global_latents="free"`` or ``"amortized"``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import networkx as nx
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import init_to_median
+from torch import nn
+from torch.distributions import Independent
+
+from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
+from pgmdl.graph.compile import compile_model
+from pgmdl.graph.model_graph import ModelGraph
+from pgmdl.graph.nami import InverseGraph, PlateLink, invert
+from pgmdl.guides.bindings import ArgumentReader
+from pgmdl.guides.conditional import Conditional, ParentSpec
+from pgmdl.guides.families import Family, make_family
+
+#: structures a NaMIGuide can take: NaMI orders, or mean field
+GUIDE_ORDERS = ("min-fill", "topological", "reverse", "mean-field")
+
+
+class NaMIGuide(AutoGuide):
+    """An amortized guide with the structure of the model's NaMI inverse.
+
+    Drops into :class:`pyro.infer.SVI` like :class:`~pyro.infer.autoguide.AutoNormal`;
+    the model is compiled and inverted on the first call, with that call's
+    arguments.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch, pgmdl
+        >>> from pyro.infer import SVI, Trace_ELBO
+        >>> def model(x):
+        ...     with pyro.plate("data", x.shape[0]):
+        ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        ...         pyro.sample("x", dist.Normal(z, 0.5), obs=x)
+        >>> guide = pgmdl.NaMIGuide(model)
+        >>> svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+        >>> loss = svi.step(torch.randn(16))  # any batch size, then new data
+        >>> guide.parents("z"), guide(torch.randn(3))["z"].shape
+        (('x',), torch.Size([3]))
+
+    Args:
+        model: the Pyro model.
+        order: the guide's structure: a NaMI elimination order (``"min-fill"``,
+            ``"topological"``, ``"reverse"`` or a list of the latent sites, see
+            :func:`pgmdl.invert`), or ``"mean-field"``: each latent conditioned
+            on the observed sites and inputs it depends on in the min-fill
+            inverse, and on no other latent (not faithful in general: a
+            baseline).
+        augment: add every observed site as a parent of every latent
+            (LadderVAE-style, thesis §4.2.4).
+        families: ``{site: family name}`` overriding the default family
+            (:data:`pgmdl.guides.families.FAMILY_NAMES`).
+        networks: ``{site: module or factory(in_features, out_features)}``
+            replacing a site's network; the network maps the parent features
+            to the family's raw parameters.
+        conditionals: ``{site: fn}`` replacing a site's whole conditional:
+            ``fn(parents)`` gets ``{parent name: value}`` and returns a
+            distribution (an ``nn.Module`` is trained with the guide).
+        flows: sites whose conditional is a zuko neural spline flow (through
+            :class:`pyro.contrib.zuko.ZukoToPyro`) instead of a Gaussian.
+        hidden: hidden widths of every conditional network.
+        global_latents: ``"auto"``, ``"free"`` or ``"amortized"`` (see the
+            module docstring).
+        enumerate: ``"parallel"`` or ``"sequential"`` to enumerate the guide's
+            discrete sites under ``TraceEnum_ELBO``; ``None`` samples them.
+        path_derivative: the "sticking the landing" estimator for continuous
+            sites (thesis eq. 4.4-4.5).
+        bindings: ``{site or input: fn(arguments)}`` for observed values that
+            are computed from the model's arguments (see the binding rule).
+        init_loc_fn: where a continuous conditional starts when the prior has
+            no analytic mean (Pyro's ``init_to_median`` by default).
+        create_plates: as for Pyro's AutoGuides: a function of the model's
+            arguments returning plates to use (for custom subsampling).
+        device: where the guide's modules live (default: the device of the
+            first tensor among the model's arguments).
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        order: str | Sequence[str] = "min-fill",
+        augment: bool = False,
+        *,
+        families: Mapping[str, str] | None = None,
+        networks: Mapping[str, nn.Module | Callable[[int, int], nn.Module]] | None = None,
+        conditionals: Mapping[str, Callable[..., dist.Distribution]] | None = None,
+        flows: Sequence[str] = (),
+        hidden: Sequence[int] = (64,),
+        global_latents: str = "auto",
+        enumerate: str | None = None,  # noqa: A002 - Pyro's own word for it
+        path_derivative: bool = False,
+        bindings: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
+        init_loc_fn: Callable[[dict], torch.Tensor] = init_to_median,
+        create_plates: Callable[..., Any] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if global_latents not in ("auto", "free", "amortized"):
+            raise GuideError(
+                f"global_latents={global_latents!r}: use 'auto', 'free' or 'amortized'"
+            )
+        if enumerate not in (None, "parallel", "sequential"):
+            raise GuideError(f"enumerate={enumerate!r}: use None, 'parallel' or 'sequential'")
+        if isinstance(order, str) and order not in GUIDE_ORDERS:
+            raise GuideError(f"order={order!r}: use one of {GUIDE_ORDERS} or a list of sites")
+        super().__init__(model, create_plates=create_plates)
+        self.order_option = order if isinstance(order, str) else tuple(order)
+        self.augment = augment
+        self.family_names = dict(families or {})
+        self.network_overrides = dict(networks or {})
+        self.conditional_overrides = dict(conditionals or {})
+        self.flow_sites = tuple(flows)
+        self.hidden = tuple(hidden)
+        self.global_latents = global_latents
+        self.enumerate = enumerate
+        self.path_derivative = path_derivative
+        self.bindings = dict(bindings or {})
+        self.init_loc_fn = init_loc_fn
+        self.device_option = device
+        self.graph: ModelGraph | None = None
+        self.inverse: InverseGraph | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    def setup(self, *args: Any, **kwargs: Any) -> NaMIGuide:
+        """Compile, invert and build the networks now (the first call does it
+        otherwise); takes the model's arguments. Returns the guide."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        return self
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super()._setup_prototype(*args, **kwargs)
+        except NotImplementedError as err:
+            raise GuideError(
+                f"NaMIGuide needs vectorized plates ({err}); write `with pyro.plate(name, n):` "
+                "instead of `for i in pyro.plate(...)`"
+            ) from err
+        with poutine.block():  # compiling runs the model: keep it out of the caller's trace
+            graph = compile_model(self.model, args, kwargs)
+        if not graph.latent_sites:
+            raise GuideError(
+                f"the model has no latent site (sites: {list(graph.sites)}); a guide has "
+                "nothing to sample. Check that the latent sites are not all observed "
+                "(obs= set) or pass the arguments that leave them latent."
+            )
+        for site in self.flow_sites + tuple(self.family_names) + tuple(self.network_overrides):
+            if site not in graph.latent_sites:
+                raise SiteNotFoundError(site, graph.latent_sites, what="latent site")
+        self.graph = graph
+        free = self._free_sites(graph)
+        self.inverse = self._invert(graph, free)
+        self._reader = ArgumentReader(self.model, self.bindings)
+        arguments = self._reader.bind(args, kwargs)
+        self._max_depth = max(
+            (-p.dim for p in graph.plates.values() if p.dim is not None), default=0
+        )
+        self._structure = self._guide_structure(graph, self.inverse, free)
+        self._given_shapes = self._read_given_shapes(graph, arguments)
+        self._witness = self._plate_witnesses(graph, arguments)
+        device = self._device(args, kwargs)
+        modules = nn.ModuleDict()
+        self._keys: dict[str, str] = {}
+        for site, parents in self._structure.items():
+            key = f"site{len(self._keys)}_" + "".join(c if c.isalnum() else "_" for c in site)
+            self._keys[site] = key
+            if site in self.conditional_overrides:
+                override = self.conditional_overrides[site]
+                if isinstance(override, nn.Module):
+                    modules[key] = override
+                continue
+            modules[key] = self._conditional(graph, site, parents)
+        self.conditionals = modules.to(device)
+
+    def _free_sites(self, graph: ModelGraph) -> set[str]:
+        """Latents given free parameters (see "Global latents" in the module docstring)."""
+        if self.global_latents == "amortized":
+            return set()
+
+        def plates(name: str) -> set[str]:
+            return {p for p in graph[name].plates if graph.plates[p].is_vectorized}
+
+        data_plates = set().union(*(plates(s) for s in graph.observed_sites))
+        if self.global_latents == "auto" and not data_plates:
+            return set()
+        return {
+            s for s in graph.latent_sites if not graph[s].enumerate and not plates(s) & data_plates
+        }
+
+    def _invert(self, graph: ModelGraph, free: set[str]) -> InverseGraph:
+        """The NaMI inverse, with enumerated sites eliminated first (the model sums
+        them out, so no guide site may need them) and free global sites last (the
+        guide samples them first, and the rest may condition on them)."""
+        order = "min-fill" if self.order_option == "mean-field" else self.order_option
+        inverse = invert(graph, order=order, augment=self.augment)
+        enumerated = [s for s in graph.latent_sites if graph[s].enumerate]
+        if enumerated or free:
+            rest = [s for s in inverse.elimination_order if s not in free and s not in enumerated]
+            last = [s for s in inverse.elimination_order if s in free]
+            inverse = invert(graph, order=enumerated + rest + last, augment=self.augment)
+        return inverse
+
+    def _guide_structure(
+        self, graph: ModelGraph, inverse: InverseGraph, free: set[str]
+    ) -> dict[str, tuple[tuple[str, PlateLink], ...]]:
+        """Each sampled latent, in guide order, with its parents and their plate links."""
+        structure: dict[str, tuple[tuple[str, PlateLink], ...]] = {}
+        for site in inverse.order:
+            if graph[site].enumerate:
+                continue
+            if site in free:
+                structure[site] = ()
+            elif self.order_option == "mean-field":
+                structure[site] = _mean_field_parents(inverse, site)
+            else:
+                structure[site] = tuple((p, inverse.link(p, site)) for p in inverse.parents(site))
+        joint = {s: p for s, p in inverse.joint_plates.items() if structure.get(s)}
+        if joint and self.order_option != "mean-field":
+            warnings.warn(
+                f"NaMI order {self.order_option!r} couples the replicates of "
+                + ", ".join(f"{s!r} along plate(s) {list(p)}" for s, p in joint.items())
+                + "; the guide samples them independently given pooled summaries of their "
+                "parents. order='reverse' usually avoids joint plates.",
+                GuideWarning,
+                stacklevel=4,
+            )
+        return structure
+
+    def _conditional(
+        self, graph: ModelGraph, site: str, parents: tuple[tuple[str, PlateLink], ...]
+    ) -> Conditional:
+        info = graph[site]
+        _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
+        family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
+        specs = []
+        for parent, link in parents:
+            pooled = tuple(graph.plates[p].dim for p in link.pooled)
+            specs.append(
+                ParentSpec(
+                    parent,
+                    self._replicate_shape_of(graph, parent),
+                    categories=_categories(graph, parent),
+                    pooled_dims=tuple(d for d in pooled if d is not None),
+                    keep_same=any(p in self.inverse.dag.nodes[site]["plates"] for p in link.pooled),
+                )
+            )
+        return Conditional(
+            site,
+            specs,
+            family,
+            hidden=self.hidden,
+            init=self._init_value(site, family),
+            network=self.network_overrides.get(site),
+            path_derivative=self.path_derivative,
+            flow=site in self.flow_sites,
+        )
+
+    def _replicate_shape_of(self, graph: ModelGraph, name: str) -> tuple[int, ...]:
+        if name in graph.sites:
+            info = graph[name]
+            return _replicate_shape(graph, name, info.batch_shape + info.event_shape)[1]
+        return self._given_shapes[name][1]
+
+    def _read_given_shapes(
+        self, graph: ModelGraph, arguments: dict[str, Any]
+    ) -> dict[str, tuple[int, tuple[int, ...]]]:
+        """(depth, replicate shape) of every given node a conditional reads."""
+        needed = {p for parents in self._structure.values() for p, _ in parents}
+        needed -= set(self._structure)
+        shapes = {}
+        for name in needed:
+            if name in graph.sites:
+                info = graph[name]
+                path = name if name in self.bindings else info.bound_argument
+                if path is None:
+                    raise GuideError(
+                        f"observed site {name!r} is a parent of a guide site, but its value is "
+                        "not a model argument, so the guide cannot find it at call time. Pass "
+                        f"the observed value itself as an argument (obs={name}), or give "
+                        f"NaMIGuide(model, bindings={{{name!r}: lambda arguments: ...}}) computing "
+                        "it from the model's arguments."
+                    )
+                value = self._read(arguments, name, path)
+                depth, shape = _replicate_shape(graph, name, tuple(value.shape))
+            else:
+                value = self._read(arguments, name, name)
+                depth = max(
+                    (-graph.plates[p].dim for p in self.inverse.dag.nodes[name]["plates"]),
+                    default=0,
+                )
+                shape = tuple(value.shape[min(depth, value.dim()) :])
+            shapes[name] = (depth, shape)
+        return shapes
+
+    def _plate_witnesses(
+        self, graph: ModelGraph, arguments: dict[str, Any]
+    ) -> dict[str, tuple[str, int]]:
+        """For each vectorized plate, a given value carrying it: (name, dim from the right)."""
+        witness = {}
+        for name, (_, shape) in self._given_shapes.items():
+            value = self._read(arguments, name, self._path(graph, name))
+            for plate in self.inverse.dag.nodes[name]["plates"]:
+                info = graph.plates[plate]
+                position = value.dim() - len(shape) + info.dim
+                sizes = (info.subsample_size, info.size)
+                if plate not in witness and position >= 0 and value.shape[position] in sizes:
+                    witness[plate] = (name, len(shape) - info.dim)
+        return witness
+
+    def _path(self, graph: ModelGraph, name: str) -> str:
+        if name in self.bindings or name not in graph.sites:
+            return name
+        return graph[name].bound_argument  # type: ignore[return-value]
+
+    def _read(self, arguments: dict[str, Any], name: str, path: str) -> torch.Tensor:
+        try:
+            value = self._reader.read(arguments, path)
+        except (KeyError, IndexError, TypeError) as err:
+            raise GuideError(
+                f"the guide reads {_what(self.graph, name)} from argument {path!r}, which this "
+                f"call does not have ({err!r})"
+            ) from err
+        if value is None:
+            raise GuideError(
+                f"the guide conditions on {_what(self.graph, name)}, read from argument {path!r}, "
+                "which is None in this call. Call the guide with the observed data; to generate "
+                "from the model, run the model alone."
+            )
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value)
+        return value
+
+    def _device(self, args: tuple, kwargs: dict) -> torch.device:
+        if self.device_option is not None:
+            return torch.device(self.device_option)
+        for value in _tensors((args, kwargs)):
+            return value.device
+        return torch.empty(()).device
+
+    def _init_value(self, site: str, family: Family) -> torch.Tensor | None:
+        """A typical prior value of one replicate (probabilities for discrete sites)."""
+        msg = self.prototype_trace.nodes[site]
+        fn = msg["fn"]
+        depth, shape = _replicate_shape(self.graph, site, tuple(msg["value"].shape))
+        if family.is_discrete:
+            base = _unwrap(fn)
+            value = getattr(base, "probs", None)
+            if value is None:
+                return None
+            if family.name == "categorical":
+                shape = tuple(shape) + (value.shape[-1],)
+        else:
+            try:
+                value = fn.mean
+                if not bool(torch.isfinite(value).all()):
+                    raise NotImplementedError
+            except (NotImplementedError, AttributeError):
+                value = self.init_loc_fn(msg)
+        value = value.detach()
+        value = value.expand(value.shape[: value.dim() - len(shape)] + torch.Size(shape))
+        return value.reshape((-1,) + tuple(shape)).mean(0)
+
+    # ------------------------------------------------------------------ calls
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Sample every latent site the guide owns; returns ``{site: value}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        arguments = self._reader.bind(args, kwargs)
+        values = {name: self._given_value(arguments, name) for name in self._given_shapes}
+        plates = self._plates(values, args, kwargs)
+        values = self._subsample(values, plates)
+        conditionals = self.conditionals  # one pyro.module statement per call
+        graph = self.graph
+        result: dict[str, torch.Tensor] = {}
+        for site, parents in self._structure.items():
+            info = graph[site]
+            block = torch.Size(
+                plates[p].subsample_size if (p := self._plate_at(info, d)) else 1
+                for d in range(-self._depth(site), 0)
+            )
+            with ExitStack() as stack:
+                for plate in info.plates:
+                    if plate in plates:
+                        stack.enter_context(plates[plate])
+                if site in self.conditional_overrides:
+                    q = self.conditional_overrides[site]({p: values[p] for p, _ in parents})
+                else:
+                    q = conditionals[self._keys[site]](values, block, self._max_depth)
+                infer = {}
+                if self.enumerate and q.support.is_discrete:
+                    infer["enumerate"] = self.enumerate
+                value = pyro.sample(site, q, infer=infer)
+            values[site] = value
+            result[site] = value
+        return result
+
+    def _depth(self, site: str) -> int:
+        return _depth(self.graph, site)
+
+    def _plate_at(self, info, dim: int) -> str | None:  # noqa: ANN001
+        for plate in info.plates:
+            if self.graph.plates[plate].dim == dim:
+                return plate
+        return None
+
+    def _given_value(self, arguments: dict[str, Any], name: str) -> torch.Tensor:
+        value = self._read(arguments, name, self._path(self.graph, name))
+        depth, shape = self._given_shapes[name]
+        batch_dims = value.dim() - len(shape)
+        if batch_dims < 0 or tuple(value.shape[batch_dims:]) != shape or batch_dims > depth:
+            raise GuideError(
+                f"{_what(self.graph, name)} has shape {tuple(value.shape)} in this call; the guide "
+                f"was built for values of shape (<plates>..., {', '.join(map(str, shape))}) "
+                f"(one replicate is {tuple(shape)}, inside plates "
+                f"{list(self.inverse.dag.nodes[name]['plates'])}). Pass data shaped like the data "
+                "the guide was first called with."
+            )
+        return value
+
+    def _plates(self, values: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> dict[str, Any]:
+        user = {}
+        if self.create_plates is not None:
+            made = self.create_plates(*args, **kwargs)
+            made = [made] if isinstance(made, pyro.plate) else list(made)
+            user = {p.name: p for p in made}
+        plates: dict[str, Any] = {}
+        self._index: dict[str, bool] = {}
+        for name, info in self.graph.plates.items():
+            if info.dim is None:
+                continue
+            if name in user:
+                plates[name] = user[name]
+                continue
+            size, subsample = info.size, info.subsample_size
+            device = None
+            if name in self._witness:
+                given, position = self._witness[name]
+                value = values[given]
+                device = value.device
+                n = value.shape[value.dim() - position]
+                if not info.is_subsampled:
+                    size = subsample = n
+                elif n == info.size:  # full data passed: index it with the plate's subsample
+                    self._index[name] = True
+                else:  # a minibatch passed: the plate scales by size / n
+                    subsample = n
+            plates[name] = pyro.plate(
+                name, size, subsample_size=subsample, dim=info.dim, device=device
+            )
+        return plates
+
+    def _subsample(
+        self, values: dict[str, torch.Tensor], plates: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        for plate, needed in self._index.items():
+            if not needed:
+                continue
+            indices = plates[plate]._indices
+            dim = self.graph.plates[plate].dim
+            for name, (_, shape) in self._given_shapes.items():
+                if plate in self.inverse.dag.nodes[name]["plates"]:
+                    value = values[name]
+                    position = value.dim() - len(shape) + dim
+                    if value.shape[position] == self.graph.plates[plate].size:
+                        values[name] = value.index_select(position, indices.to(value.device))
+        return values
+
+    # ------------------------------------------------------------------ introspection
+
+    def parents(self, site: str) -> tuple[str, ...]:
+        """The parents ``site`` is conditioned on in this guide (after set-up)."""
+        self._require_setup()
+        if site not in self._structure:
+            raise SiteNotFoundError(site, self._structure, what="guide site")
+        return tuple(p for p, _ in self._structure[site])
+
+    def conditional(self, site: str) -> Conditional:
+        """The :class:`Conditional` module of ``site``."""
+        self._require_setup()
+        if site not in self._keys or self._keys[site] not in self.conditionals:
+            raise SiteNotFoundError(site, self._keys, what="guide site with a built conditional")
+        return self.conditionals[self._keys[site]]
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The latent sites the guide samples, in sampling order."""
+        self._require_setup()
+        return tuple(self._structure)
+
+    def structure(self) -> nx.DiGraph:
+        """The guide's DAG (nodes: given names and guide sites; edges parent -> site)."""
+        self._require_setup()
+        out = nx.DiGraph()
+        for site, parents in self._structure.items():
+            out.add_node(site)
+            for parent, _ in parents:
+                out.add_edge(parent, site)
+        return out
+
+    def _require_setup(self) -> None:
+        if self.prototype_trace is None:
+            raise GuideError(
+                "the guide is built on its first call; call it (or guide.setup(*args, **kwargs)) "
+                "with the model's arguments first"
+            )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _depth(graph: ModelGraph, site: str) -> int:
+    dims = [graph.plates[p].dim for p in graph[site].plates if graph.plates[p].dim is not None]
+    return max((-d for d in dims), default=0)
+
+
+def _replicate_shape(
+    graph: ModelGraph, site: str, value_shape: tuple[int, ...]
+) -> tuple[int, tuple[int, ...]]:
+    """(plate depth, shape of one replicate) of a site's value.
+
+    Batch dimensions a plate declares are the replicates; without any plate,
+    the whole value is one replicate. Batch dimensions a plate does not
+    declare must have size 1.
+    """
+    info = graph[site]
+    depth = _depth(graph, site)
+    event = tuple(info.event_shape)
+    if depth == 0:
+        return 0, tuple(value_shape)
+    batch = value_shape[: len(value_shape) - len(event)]
+    plate_dims = {graph.plates[p].dim for p in info.plates if graph.plates[p].dim is not None}
+    for position in range(-len(batch), 0):
+        if position not in plate_dims and batch[position] != 1:
+            raise GuideError(
+                f"site {site!r} has a batch dimension of size {batch[position]} at dim "
+                f"{position} that no plate declares (batch shape {tuple(batch)}, plates "
+                f"{list(info.plates)}); declare it with .to_event() or a pyro.plate"
+            )
+    return depth, event
+
+
+def _mean_field_parents(inverse: InverseGraph, site: str) -> tuple[tuple[str, PlateLink], ...]:
+    """The given ancestors of ``site`` in the inverse, with plate links."""
+    dag = inverse.dag
+    ancestors = nx.ancestors(dag, site)
+    plates_s = set(dag.nodes[site]["plates"])
+    out = []
+    for given in inverse.given:
+        if given not in ancestors:
+            continue
+        plates_g = set(dag.nodes[given]["plates"])
+        between = (nx.descendants(dag, given) & ancestors) | {given, site}
+        across = set()
+        for u, v in dag.subgraph(between).edges:
+            across |= set(dag.edges[u, v]["link"].pooled)
+        across &= plates_g & plates_s
+        order = [p for p in inverse.model.plates if p in plates_g | plates_s]
+        out.append(
+            (
+                given,
+                PlateLink(
+                    same=tuple(p for p in order if p in (plates_g & plates_s) - across),
+                    broadcast=tuple(p for p in order if p in plates_s - plates_g),
+                    pooled=tuple(p for p in order if p in (plates_g - plates_s) | across),
+                ),
+            )
+        )
+    return tuple(out)
+
+
+def _categories(graph: ModelGraph, name: str) -> int:
+    """The number of categories of a categorical site (fed one-hot), else 0."""
+    if name not in graph.sites:
+        return 0
+    support = graph[name].support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, constraints.integer_interval):
+        low = int(torch.as_tensor(support.lower_bound).reshape(-1)[0])
+        high = int(torch.as_tensor(support.upper_bound).reshape(-1)[0])
+        if low == 0:
+            return high + 1
+    return 0
+
+
+def _unwrap(fn: Any) -> Any:
+    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
+        fn = fn.base_dist
+    return fn
+
+
+def _tensors(obj: Any):  # noqa: ANN202
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, tuple | list):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+def _what(graph: ModelGraph | None, name: str) -> str:
+    if graph is not None and name in graph.sites:
+        return f"observed site {name!r}"
+    return f"model input {name!r}"

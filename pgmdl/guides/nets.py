@@ -1,0 +1,159 @@
+r"""The networks of guide conditionals, following the thesis' design advice.
+
+Berger (2021), §4.2.4 "Key design considerations":
+
+* **a purely linear path** from inputs to outputs in every network, so the
+  gradient reaches the deepest latent variables (:class:`ResidualMLP`:
+  :math:`y = L x + W_{out}\,\phi(x)`);
+* **a zero-initialized last layer**, so each conditional starts as a constant
+  distribution (the family's initial value) and imposes no arbitrary
+  organization on the latent space; the hidden layers still compute random
+  features of the input, from which the gradient picks up correlations;
+* **inputs normalized per parent site** (:class:`ParentNorm`);
+* parents living in an inner plate are **pooled by a permutation-invariant
+  set encoder** (:class:`SetEncoder`, Deep Sets: Zaheer et al. 2017).
+
+Example::
+
+    >>> import torch
+    >>> from pgmdl.guides.nets import ResidualMLP
+    >>> net = ResidualMLP(3, 2, hidden=(8,), init_bias=torch.tensor([0.5, -1.0]))
+    >>> net(torch.randn(4, 3))  # constant at initialization
+    tensor([[ 0.5000, -1.0000],
+            [ 0.5000, -1.0000],
+            [ 0.5000, -1.0000],
+            [ 0.5000, -1.0000]], grad_fn=<AddBackward0>)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ResidualMLP(nn.Module):
+    r"""An MLP with a linear skip path: :math:`y = b + L x + W_{out}\,\phi(x)`.
+
+    :math:`\phi` is a stack of ``Linear`` + activation layers. With
+    ``zero_init=True`` (the default for conditionals) :math:`L` and
+    :math:`W_{out}` start at zero, so the output starts at ``init_bias`` for
+    every input.
+
+    Args:
+        in_features: input width (0 gives a learned constant: free parameters).
+        out_features: output width.
+        hidden: widths of the hidden layers of :math:`\phi` (empty: linear).
+        activation: the hidden activation (a module class).
+        zero_init: start as the constant ``init_bias``.
+        init_bias: the initial output (default zeros).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64,),
+        *,
+        activation: type[nn.Module] = nn.ELU,
+        zero_init: bool = True,
+        init_bias: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        bias = torch.zeros(out_features) if init_bias is None else init_bias.detach().clone()
+        self.bias = nn.Parameter(bias.to(torch.get_default_dtype()))
+        self.linear = nn.Linear(in_features, out_features, bias=False) if in_features else None
+        self.body: nn.Module | None = None
+        self.out: nn.Linear | None = None
+        if in_features and hidden:
+            layers: list[nn.Module] = []
+            width = in_features
+            for h in hidden:
+                layers += [nn.Linear(width, h), activation()]
+                width = h
+            self.body = nn.Sequential(*layers)
+            self.out = nn.Linear(width, out_features, bias=False)
+        if zero_init:
+            for layer in (self.linear, self.out):
+                if layer is not None:
+                    nn.init.zeros_(layer.weight)
+
+    def forward(self, x: torch.Tensor | None) -> torch.Tensor:
+        if self.linear is None or x is None:
+            return self.bias
+        y = self.linear(x) + self.bias
+        if self.body is not None:
+            y = y + self.out(self.body(x))
+        return y
+
+
+class ParentNorm(nn.Module):
+    r"""Standardize one parent's features with running statistics.
+
+    :math:`\hat x = (x - m) / \sqrt{v + \epsilon}`, where :math:`m, v` are
+    running means and variances updated (without gradient) from every batch
+    seen in training mode: a cumulative average over the first
+    :math:`1/\text{momentum}` batches, then an exponential moving average.
+    Unlike batch normalization, the output of one data point never depends
+    on the rest of the batch, so the guide behaves the same at any batch
+    size, including 1.
+    """
+
+    def __init__(self, features: int, momentum: float = 0.01, eps: float = 1e-4) -> None:
+        super().__init__()
+        self.features = features
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(features))
+        self.register_buffer("var", torch.ones(features))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def _update(self, x: torch.Tensor) -> None:
+        flat = x.detach().reshape(-1, self.features)
+        if flat.shape[0] < 2:
+            return
+        rate = max(1.0 / float(self.count + 1), self.momentum)
+        self.mean.lerp_(flat.mean(0).to(self.mean.dtype), rate)
+        self.var.lerp_(flat.var(0).to(self.var.dtype), rate)
+        self.count += 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self._update(x)
+        return (x - self.mean) * torch.rsqrt(self.var + self.eps)
+
+
+class SetEncoder(nn.Module):
+    r"""A permutation-invariant summary of a set of replicates (Deep Sets).
+
+    .. math::
+
+        s = \Big[\tfrac{1}{n}\textstyle\sum_{j=1}^n \phi(x_j),\ \log n\Big]
+
+    :math:`\phi` is a :class:`ResidualMLP` (randomly initialized); the mean
+    makes :math:`s` invariant to the order of the replicates and defined for
+    any :math:`n`, and :math:`\log n` lets the conditional know how much
+    evidence the set carries (a posterior over a global variable sharpens
+    as :math:`n` grows).
+
+    Reference: M. Zaheer et al., "Deep Sets", NeurIPS 2017.
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int] = (64,)):
+        super().__init__()
+        self.phi = ResidualMLP(in_features, out_features, hidden, zero_init=False)
+        nn.init.normal_(self.phi.linear.weight, std=1.0 / math.sqrt(max(in_features, 1)))
+        self.out_features = out_features + 1
+
+    def forward(self, x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+        """Pool ``x`` (features last) over the batch dimensions ``dims``
+        (negative, counted on ``x``), keeping them with size 1."""
+        h = self.phi(x)
+        n = math.prod(x.shape[d] for d in dims)
+        pooled = h.mean(dim=tuple(dims), keepdim=True)
+        return torch.cat([pooled, pooled.new_full(pooled.shape[:-1] + (1,), math.log(n))], -1)
