@@ -41,6 +41,7 @@ from pgmdl.graph import (
     redundant_edges,
 )
 from pgmdl.guides import NaMIGuide
+from pgmdl.infer import FitResult, fit
 from pgmdl.render import render
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "CLIError",
     "DynamicStructureError",
     "FaithfulnessReport",
+    "FitResult",
     "GuideAudit",
     "GuideError",
     "GuideWarning",
@@ -72,6 +74,7 @@ __all__ = [
     "check_faithful",
     "compile",
     "compile_model",
+    "fit",
     "invert",
     "is_minimal",
     "redundant_edges",

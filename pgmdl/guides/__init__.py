@@ -6,7 +6,7 @@
 * :mod:`pgmdl.guides.conditional`: one conditional q(site | parents).
 """
 
-from pgmdl.guides.conditional import Conditional, ParentSpec, PathDerivative
+from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec, PathDerivative
 from pgmdl.guides.families import FAMILY_NAMES, Family, default_family, make_family
 from pgmdl.guides.nami_guide import GUIDE_ORDERS, NaMIGuide
 from pgmdl.guides.nets import ParentNorm, ResidualMLP, SetEncoder
@@ -15,6 +15,7 @@ __all__ = [
     "FAMILY_NAMES",
     "GUIDE_ORDERS",
     "Conditional",
+    "ParentFeatures",
     "Family",
     "NaMIGuide",
     "ParentNorm",

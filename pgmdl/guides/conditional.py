@@ -40,28 +40,18 @@ class ParentSpec:
 
     Attributes:
         name: the parent's site (or input) name.
-        replicate_shape: the shape of one replicate of the parent's value.
+        features: the width of the parent's features per replicate.
         pooled_dims: batch dimensions to pool over (negative, counted on the
             parent's batch dimensions), for plates the site does not share
             or shares with all-pairs dependence.
         keep_same: also feed the same-index value (the parent shares a
             pooled plate with the site).
-        categories: for a categorical parent, the number of categories (its
-            values are fed one-hot); 0 otherwise.
     """
 
     name: str
-    replicate_shape: tuple[int, ...]
+    features: int
     pooled_dims: tuple[int, ...] = ()
     keep_same: bool = False
-    categories: int = 0
-
-    @property
-    def features(self) -> int:
-        n = max(self.categories, 1)
-        for s in self.replicate_shape:
-            n *= s
-        return n
 
 
 class PathDerivative(dist.TorchDistribution):
@@ -95,6 +85,31 @@ class PathDerivative(dist.TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):  # noqa: ANN001, ANN201
         return PathDerivative(self.live.expand(batch_shape), self.frozen.expand(batch_shape))
+
+
+class ParentFeatures(nn.Module):
+    """One parent's value as normalized features: flattened per replicate
+    (one-hot for a categorical parent), then standardized by a
+    :class:`~pgmdl.guides.nets.ParentNorm`. The guide keeps one per parent
+    site, shared by every conditional that reads it."""
+
+    def __init__(self, replicate_shape: tuple[int, ...], categories: int = 0) -> None:
+        super().__init__()
+        self.replicate_shape = tuple(replicate_shape)
+        self.categories = categories
+        n = max(categories, 1)
+        for size in self.replicate_shape:
+            n *= size
+        self.features = n
+        self.norm = ParentNorm(n)
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        ndim = len(self.replicate_shape)
+        if self.categories:
+            value = nn.functional.one_hot(value.long(), self.categories)
+            ndim += 1
+        flat = value.reshape(value.shape[: value.dim() - ndim] + (self.features,))
+        return self.norm(flat.to(self.norm.mean.dtype))
 
 
 class Conditional(nn.Module):
@@ -131,7 +146,6 @@ class Conditional(nn.Module):
         self.parents = tuple(parents)
         self.family = family
         self.path_derivative = path_derivative and not family.is_discrete and not flow
-        self.norms = nn.ModuleList(ParentNorm(p.features) for p in self.parents)
         self.encoders = nn.ModuleList(
             SetEncoder(p.features, max(hidden) if hidden else p.features, hidden)
             if p.pooled_dims
@@ -157,17 +171,12 @@ class Conditional(nn.Module):
         else:
             self.net = network(in_features, family.num_params)
 
-    def features(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
-        """The concatenated, normalized, pooled parent features (features last)."""
+    def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """The concatenated, pooled parent features (features last), from each
+        parent's normalized features ``inputs[name]`` (:class:`ParentFeatures`)."""
         parts = []
-        for spec, norm, encoder in zip(self.parents, self.norms, self.encoders, strict=True):
-            value = values[spec.name]
-            ndim = len(spec.replicate_shape)
-            if spec.categories:
-                value = nn.functional.one_hot(value.long(), spec.categories)
-                ndim += 1
-            flat = value.reshape(value.shape[: value.dim() - ndim] + (spec.features,))
-            flat = norm(flat.to(norm.mean.dtype))
+        for spec, encoder in zip(self.parents, self.encoders, strict=True):
+            flat = inputs[spec.name]
             if spec.pooled_dims:
                 dims = tuple(d - 1 for d in spec.pooled_dims)
                 parts.append(encoder(flat, dims))
@@ -183,17 +192,17 @@ class Conditional(nn.Module):
         return torch.cat([p.expand(shape + p.shape[-1:]) for p in parts], dim=-1)
 
     def forward(
-        self, values: Mapping[str, torch.Tensor], block: torch.Size, max_depth: int
+        self, inputs: Mapping[str, torch.Tensor], block: torch.Size, max_depth: int
     ) -> dist.TorchDistribution:
-        """The distribution of the site given its parents' values.
+        """The distribution of the site given its parents.
 
         Args:
-            values: parent name -> value (Pyro-shaped).
+            inputs: parent name -> normalized features (:class:`ParentFeatures`).
             block: the site's batch shape from its plates in this call.
             max_depth: the model's plate nesting (to tell plates from
                 enumeration dimensions).
         """
-        h = self.features(values)
+        h = self.features(inputs)
         h = self._constant(block) if h is None else _fit_batch(h, block, max_depth)
         if self.flow is not None:
             return self._flow_distribution(h, block)

@@ -67,7 +67,7 @@ from pgmdl.graph.compile import compile_model
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
 from pgmdl.guides.bindings import ArgumentReader
-from pgmdl.guides.conditional import Conditional, ParentSpec
+from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import Family, make_family
 
 #: structures a NaMIGuide can take: NaMI orders, or mean field
@@ -218,9 +218,18 @@ class NaMIGuide(AutoGuide):
         device = self._device(args, kwargs)
         modules = nn.ModuleDict()
         self._keys: dict[str, str] = {}
+        inputs = nn.ModuleDict()
+        for parents in self._structure.values():
+            for parent, _ in parents:
+                if parent not in self._keys:
+                    self._keys[parent] = _module_key(len(self._keys), parent)
+                    inputs[self._keys[parent]] = ParentFeatures(
+                        self._replicate_shape_of(graph, parent), _categories(graph, parent)
+                    )
+        self.inputs = inputs.to(device)
+        self._read_by = {p for parents in self._structure.values() for p, _ in parents}
         for site, parents in self._structure.items():
-            key = f"site{len(self._keys)}_" + "".join(c if c.isalnum() else "_" for c in site)
-            self._keys[site] = key
+            key = self._keys.setdefault(site, _module_key(len(self._keys), site))
             if site in self.conditional_overrides:
                 override = self.conditional_overrides[site]
                 if isinstance(override, nn.Module):
@@ -295,8 +304,7 @@ class NaMIGuide(AutoGuide):
             specs.append(
                 ParentSpec(
                     parent,
-                    self._replicate_shape_of(graph, parent),
-                    categories=_categories(graph, parent),
+                    self.inputs[self._keys[parent]].features,
                     pooled_dims=tuple(d for d in pooled if d is not None),
                     keep_same=any(p in self.inverse.dag.nodes[site]["plates"] for p in link.pooled),
                 )
@@ -428,7 +436,10 @@ class NaMIGuide(AutoGuide):
         plates = self._plates(values, args, kwargs)
         values = self._subsample(values, plates)
         conditionals = self.conditionals  # one pyro.module statement per call
+        inputs = self.inputs
         graph = self.graph
+        keys = self._keys
+        features = {name: inputs[keys[name]](value) for name, value in values.items()}
         result: dict[str, torch.Tensor] = {}
         for site, parents in self._structure.items():
             info = graph[site]
@@ -443,13 +454,15 @@ class NaMIGuide(AutoGuide):
                 if site in self.conditional_overrides:
                     q = self.conditional_overrides[site]({p: values[p] for p, _ in parents})
                 else:
-                    q = conditionals[self._keys[site]](values, block, self._max_depth)
+                    q = conditionals[keys[site]](features, block, self._max_depth)
                 infer = {}
                 if self.enumerate and q.support.is_discrete:
                     infer["enumerate"] = self.enumerate
                 value = pyro.sample(site, q, infer=infer)
             values[site] = value
             result[site] = value
+            if site in self._read_by:
+                features[site] = inputs[keys[site]](value)
         return result
 
     def _depth(self, site: str) -> int:
@@ -624,6 +637,11 @@ def _mean_field_parents(inverse: InverseGraph, site: str) -> tuple[tuple[str, Pl
             )
         )
     return tuple(out)
+
+
+def _module_key(index: int, name: str) -> str:
+    """A ModuleDict key for a site (site names may hold dots, keys may not)."""
+    return f"n{index}_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
 def _categories(graph: ModelGraph, name: str) -> int:

@@ -111,16 +111,25 @@ class ParentNorm(nn.Module):
         self.register_buffer("mean", torch.zeros(features))
         self.register_buffer("var", torch.ones(features))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._seen: int | None = None  # host copy of `count` (no device sync per step)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        self._seen = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def _update(self, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, self.features)
         if flat.shape[0] < 2:
             return
-        rate = max(1.0 / float(self.count + 1), self.momentum)
-        self.mean.lerp_(flat.mean(0).to(self.mean.dtype), rate)
-        self.var.lerp_(flat.var(0).to(self.var.dtype), rate)
-        self.count += 1
+        if self._seen is None:  # one host read after construction or loading
+            self._seen = int(self.count)
+        self._seen += 1
+        self.count.fill_(self._seen)
+        rate = max(1.0 / self._seen, self.momentum)
+        var, mean = torch.var_mean(flat, dim=0)
+        self.mean.lerp_(mean.to(self.mean.dtype), rate)
+        self.var.lerp_(var.to(self.var.dtype), rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
