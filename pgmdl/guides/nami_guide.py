@@ -193,8 +193,9 @@ class NaMIGuide(AutoGuide):
                 f"NaMIGuide needs vectorized plates ({err}); write `with pyro.plate(name, n):` "
                 "instead of `for i in pyro.plate(...)`"
             ) from err
-        with poutine.block():  # compiling runs the model: keep it out of the caller's trace
+        with poutine.block():  # running the model here must not reach the caller's trace
             graph = compile_model(self.model, args, kwargs)
+            self._model_trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         if not graph.latent_sites:
             raise GuideError(
                 f"the model has no latent site (sites: {list(graph.sites)}); a guide has "
@@ -346,7 +347,18 @@ class NaMIGuide(AutoGuide):
                         "it from the model's arguments."
                     )
                 value = self._read(arguments, name, path)
-                depth, shape = _replicate_shape(graph, name, tuple(value.shape))
+                if not self._is_observed_value(name, value):
+                    raise GuideError(
+                        f"observed site {name!r} is computed from argument {path!r} (shape "
+                        f"{tuple(value.shape)}) but is not that argument's value, so the guide "
+                        "cannot read it from the arguments. Pass the observed value itself as an "
+                        f"argument (obs={name}), or give NaMIGuide(model, bindings={{{name!r}: "
+                        "lambda arguments: ...}) computing it from the model's arguments."
+                    )
+                info = graph[name]
+                depth, shape = _depth(graph, name), tuple(info.event_shape)
+                if depth == 0:
+                    shape = tuple(info.batch_shape) + shape
             else:
                 value = self._read(arguments, name, name)
                 depth = max(
@@ -356,6 +368,21 @@ class NaMIGuide(AutoGuide):
                 shape = tuple(value.shape[min(depth, value.dim()) :])
             shapes[name] = (depth, shape)
         return shapes
+
+    def _is_observed_value(self, name: str, value: torch.Tensor) -> bool:
+        """Whether ``value`` (read from the arguments) is the site's observed value in
+        the prototype run, possibly before subsampling."""
+        if name in self.bindings:
+            return True
+        observed = self._model_trace.nodes[name]["value"]
+        event = len(self.graph[name].event_shape)
+        for plate in self.graph[name].plates:
+            info = self.graph.plates[plate]
+            position = value.dim() - event + info.dim if info.dim is not None else -1
+            if info.is_subsampled and position >= 0 and value.shape[position] == info.size:
+                indices = self._model_trace.nodes[plate]["value"]
+                value = value.index_select(position, indices.to(value.device))
+        return value.shape == observed.shape and bool(torch.equal(value, observed))
 
     def _plate_witnesses(
         self, graph: ModelGraph, arguments: dict[str, Any]
@@ -404,7 +431,7 @@ class NaMIGuide(AutoGuide):
 
     def _init_value(self, site: str, family: Family) -> torch.Tensor | None:
         """A typical prior value of one replicate (probabilities for discrete sites)."""
-        msg = self.prototype_trace.nodes[site]
+        msg = self._model_trace.nodes[site]
         fn = msg["fn"]
         depth, shape = _replicate_shape(self.graph, site, tuple(msg["value"].shape))
         if family.is_discrete:
@@ -551,6 +578,13 @@ class NaMIGuide(AutoGuide):
         if site not in self._keys or self._keys[site] not in self.conditionals:
             raise SiteNotFoundError(site, self._keys, what="guide site with a built conditional")
         return self.conditionals[self._keys[site]]
+
+    def parent_features(self, name: str) -> ParentFeatures:
+        """The module turning parent ``name``'s values into normalized features."""
+        self._require_setup()
+        if name not in self._read_by:
+            raise SiteNotFoundError(name, sorted(self._read_by), what="guide parent")
+        return self.inputs[self._keys[name]]
 
     @property
     def sites(self) -> tuple[str, ...]:
