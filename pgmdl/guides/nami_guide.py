@@ -59,6 +59,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.params.param_store import param_with_module_name
 from torch import nn
 from torch.distributions import Independent
 
@@ -94,6 +95,11 @@ class NaMIGuide(AutoGuide):
         >>> loss = svi.step(torch.randn(16))  # any batch size, then new data
         >>> guide.parents("z"), guide(torch.randn(3))["z"].shape
         (('x',), torch.Size([3]))
+
+    Parameters live in Pyro's param store under ``NaMIGuide.conditionals$$$...``.
+    As with every Pyro module, a guide set up while the store holds parameters
+    of those names starts from their values (that is how a saved param store is
+    resumed); call ``pyro.clear_param_store()`` to start afresh.
 
     Args:
         model: the Pyro model.
@@ -238,6 +244,27 @@ class NaMIGuide(AutoGuide):
                 continue
             modules[key] = self._conditional(graph, site, parents)
         self.conditionals = modules.to(device)
+        self._adopt_param_store()
+
+    def _adopt_param_store(self) -> None:
+        """Make the param store hold this guide's own parameter tensors.
+
+        Pyro shares parameters by name. Parameters of the same names already in
+        the store (a loaded param store, or an earlier guide) would otherwise
+        shadow the new modules' tensors, and the optimizer would step tensors the
+        guide never uses. Values of matching shape are taken over (resuming from
+        a saved store works), then the store entries are replaced.
+        """
+        store = pyro.get_param_store()
+        prefix = f"{self._pyro_name}.conditionals"
+        with torch.no_grad():
+            for name, param in self.conditionals.named_parameters():
+                full = param_with_module_name(prefix, name)
+                if full in store:
+                    old = store[full]
+                    if old.shape == param.shape:
+                        param.copy_(old.detach().to(param))
+                    del store[full]
 
     def _free_sites(self, graph: ModelGraph) -> set[str]:
         """Latents given free parameters (see "Global latents" in the module docstring)."""

@@ -304,6 +304,7 @@ def fit(
             )
         if saved is not None:
             _restore(saved, path, optim, result, guide_names, model_names)
+            _restore_buffers(saved, _modules(model, guide))
     guard = _FiniteGradGuard(optim)
     svi = SVI(model, guide, guard, loss)
 
@@ -366,7 +367,9 @@ def fit(
                 result.kl_epochs.append(epoch)
             result.epochs = epoch + 1
             if path is not None:
-                _write_checkpoint(path, optim, result, seed, batch_size, num_data)
+                _write_checkpoint(
+                    path, optim, result, seed, batch_size, num_data, _modules(model, guide)
+                )
             if callback is not None and callback(epoch, result):
                 result.stopped_early = True
                 break
@@ -605,10 +608,47 @@ def _register_params(
     return guide_names, model_names - guide_names
 
 
+def _modules(model: Callable, guide: Callable) -> dict[str, torch.nn.Module]:
+    """The torch modules whose buffers a checkpoint keeps (running statistics
+    such as NaMIGuide's per-parent normalizers live outside the param store)."""
+    modules = {}
+    owner = getattr(model, "__self__", None)
+    if isinstance(owner, torch.nn.Module):
+        modules["model"] = owner
+    if isinstance(guide, torch.nn.Module):
+        modules["guide"] = guide
+    return modules
+
+
+def _buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: b.detach().clone() for name, b in module.named_buffers()}
+
+
+def _restore_buffers(state: dict[str, Any], modules: dict[str, torch.nn.Module]) -> None:
+    for role, buffers in state.get("buffers", {}).items():
+        module = modules.get(role)
+        if module is None:
+            continue
+        own = dict(module.named_buffers())
+        if set(own) != set(buffers):
+            raise TrainingError(
+                f"the checkpoint's {role} buffers {sorted(buffers)} do not match this {role}'s "
+                f"{sorted(own)}; it was written for another {role}"
+            )
+        module.load_state_dict(buffers, strict=False)
+
+
 def _write_checkpoint(
-    path: Path, optim: PyroOptim, result: FitResult, seed: int | None, batch_size: int, n: int
+    path: Path,
+    optim: PyroOptim,
+    result: FitResult,
+    seed: int | None,
+    batch_size: int,
+    n: int,
+    modules: dict[str, torch.nn.Module] | None = None,
 ) -> None:
     state = {
+        "buffers": {role: _buffers(m) for role, m in (modules or {}).items()},
         "format": _CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
         "param_store": pyro.get_param_store().get_state(),

@@ -365,3 +365,38 @@ def _base(fn):
 
 def _softplus_inv(y: float) -> float:
     return y + math.log(-math.expm1(-y))
+
+
+def test_a_second_guide_trains_its_own_parameters_despite_shared_names():
+    x = torch.randn(16)
+    first = pgmdl.NaMIGuide(local_model, hidden=(4,))
+    _svi(local_model, first).step(x)
+    second = pgmdl.NaMIGuide(local_model, hidden=(4,))
+    svi = _svi(local_model, second)
+    svi.step(x)  # sets up: takes over the stored values, then owns the store entries
+    before = [p.detach().clone() for p in second.parameters()]
+    svi.step(x)
+    assert any(not torch.equal(a, b) for a, b in zip(before, second.parameters(), strict=True))
+    stored = dict(pyro.get_param_store().named_parameters())
+    assert all(any(p is s for s in stored.values()) for p in second.parameters())
+
+
+def test_fit_resumes_a_nami_guide_exactly_running_statistics_included(tmp_path):
+    x = torch.randn(64)
+
+    def run(epochs, resume, path):
+        pyro.clear_param_store()
+        guide = pgmdl.NaMIGuide(local_model, hidden=(4,))
+        pgmdl.fit(
+            local_model, guide, x, epochs=epochs, batch_size=16, seed=3,
+            checkpoint=path, resume=resume, progress=False, kl_every=0,
+        )  # fmt: skip
+        return guide
+
+    straight = run(4, False, tmp_path / "a.pt")
+    run(2, False, tmp_path / "b.pt")
+    resumed = run(4, True, tmp_path / "b.pt")
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
