@@ -32,6 +32,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/compile_scale.py
 	$(BIN)/python benchmarks/invert_scale.py
+	$(BIN)/python benchmarks/step_overhead.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

@@ -1,5 +1,6 @@
 """Benchmarks still run (fast mode); their timings are read, never asserted."""
 
+import re
 import subprocess
 import sys
 
@@ -28,3 +29,23 @@ def test_invert_scale_runs_and_certifies_its_inverses():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith(("local", "plated"))]
     assert len(rows) == 4
+
+
+def test_step_overhead_runs_and_times_both_sizes():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "step_overhead.py"),
+            "--fast",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    # table rows (size right-aligned): size, batch, then times in ms; not the "batch 128:" lines
+    row = re.compile(r"^\s*(784-400-20|16-32-4)\s+\d+\s+\d+\.\d+\s")
+    rows = [line for line in result.stdout.splitlines() if row.match(line)]
+    assert len(rows) == 2, result.stdout

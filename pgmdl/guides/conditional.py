@@ -244,6 +244,8 @@ def _fit_batch(h: torch.Tensor, block: torch.Size, max_depth: int) -> torch.Tens
     and drop size-1 dimensions left of them (plates the site is not in), unless
     enumeration dimensions sit there."""
     batch = h.shape[:-1]
+    if batch == block:  # the common case: nothing to broadcast
+        return h
     if len(batch) > max_depth:  # enumerated parents: keep Pyro's padded layout
         return h.expand(torch.broadcast_shapes(batch, block) + h.shape[-1:])
     extra = len(batch) - len(block)

@@ -487,10 +487,10 @@ class NaMIGuide(AutoGuide):
             self._setup_prototype(*args, **kwargs)
         arguments = self._reader.bind(args, kwargs)
         values = {name: self._given_value(arguments, name) for name in self._given_shapes}
-        plates = self._plates(values, args, kwargs)
-        values = self._subsample(values, plates)
+        plates, index = self._plates(values, args, kwargs)
+        values = self._subsample(values, plates, index)
         conditionals = self.conditionals  # one pyro.module statement per call
-        inputs = self.inputs
+        inputs = self._modules["inputs"]  # buffers only: no pyro.module statement needed
         graph = self.graph
         keys = self._keys
         features = {name: inputs[keys[name]](value) for name, value in values.items()}
@@ -542,14 +542,17 @@ class NaMIGuide(AutoGuide):
             )
         return value
 
-    def _plates(self, values: dict[str, torch.Tensor], args: tuple, kwargs: dict) -> dict[str, Any]:
+    def _plates(
+        self, values: dict[str, torch.Tensor], args: tuple, kwargs: dict
+    ) -> tuple[dict[str, Any], set[str]]:
+        """This call's plates, and the plates whose full data must be indexed."""
         user = {}
         if self.create_plates is not None:
             made = self.create_plates(*args, **kwargs)
             made = [made] if isinstance(made, pyro.plate) else list(made)
             user = {p.name: p for p in made}
         plates: dict[str, Any] = {}
-        self._index: dict[str, bool] = {}
+        index: set[str] = set()
         for name, info in self.graph.plates.items():
             if info.dim is None:
                 continue
@@ -566,20 +569,18 @@ class NaMIGuide(AutoGuide):
                 if not info.is_subsampled:
                     size = subsample = n
                 elif n == info.size:  # full data passed: index it with the plate's subsample
-                    self._index[name] = True
+                    index.add(name)
                 else:  # a minibatch passed: the plate scales by size / n
                     subsample = n
             plates[name] = pyro.plate(
                 name, size, subsample_size=subsample, dim=info.dim, device=device
             )
-        return plates
+        return plates, index
 
     def _subsample(
-        self, values: dict[str, torch.Tensor], plates: dict[str, Any]
+        self, values: dict[str, torch.Tensor], plates: dict[str, Any], index: set[str]
     ) -> dict[str, torch.Tensor]:
-        for plate, needed in self._index.items():
-            if not needed:
-                continue
+        for plate in index:
             indices = plates[plate]._indices
             dim = self.graph.plates[plate].dim
             for name, (_, shape) in self._given_shapes.items():
