@@ -223,7 +223,7 @@ def _cmd_audit(options: argparse.Namespace) -> int:
 def _cmd_demo(options: argparse.Namespace) -> int:
     from pgmdl.demo import run_demo
 
-    run_demo(Path(options.out))
+    run_demo(Path(options.out), epochs=options.epochs)
     return 0
 
 
@@ -281,7 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo", help="run the main job end to end on embedded data (no download)"
     )
-    demo_cmd.add_argument("--out", default="pgmdl-demo", help="folder for the drawings")
+    demo_cmd.add_argument(
+        "--out", default="pgmdl-demo", help="folder for the drawings and the loss plot"
+    )
+    demo_cmd.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of the training run, 15 steps each (default: 30)",
+    )
     demo_cmd.set_defaults(run=_cmd_demo)
     return parser
 

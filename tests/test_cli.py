@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -134,13 +135,24 @@ def test_example_args_are_passed():
 
 
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     assert "1797 real 8x8 digits" in out
     assert "parents of x: pgmdl ['y', 'z'], pyro.infer.inspect.get_dependencies ['z']" in out
+    assert "guide: q(z1 | x)  q(z2 | z1)" in out
+    assert "FitResult: 2 epochs, 30 steps" in out
+    assert re.search(r"KL per site, bits per digit: z1 \d+\.\d\d, z2 \d+\.\d\d", out)
+    assert re.search(r"trained ELBO: -\d+\.\d\d nats per digit", out)
+    assert re.search(r"held-out ELBO: -\d+\.\d\d nats per digit on the 297 held-out", out)
     written = sorted(p.name for p in tmp_path.iterdir())
     assert "vae.svg" in written or "vae.gv" in written
-    assert len(written) == 7
+    assert "loss.svg" in written and len(written) == 8
+    assert (tmp_path / "loss.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_demo_needs_at_least_one_epoch(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--epochs", "0"]) == 2
+    assert "at least one epoch" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

@@ -207,8 +207,8 @@ class Conditional(nn.Module):
         if self.flow is not None:
             return self._flow_distribution(h, block)
         raw = self.net(h)
-        if raw.dim() == 1:  # a free (parameter-only) conditional
-            raw = raw.expand(block + raw.shape)
+        if h is None:  # a free (parameter-only) conditional: one raw vector or one per replicate
+            raw = raw.expand(torch.broadcast_shapes(raw.shape[:-1], block) + raw.shape[-1:])
         q = self.family(raw)
         if self.path_derivative:
             return PathDerivative(q, self.family(raw.detach()))

@@ -70,6 +70,7 @@ from pgmdl.graph.nami import InverseGraph, PlateLink, invert
 from pgmdl.guides.bindings import ArgumentReader
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import Family, make_family
+from pgmdl.guides.nets import ResidualMLP
 
 #: structures a NaMIGuide can take: NaMI orders, or mean field
 GUIDE_ORDERS = ("min-fill", "topological", "reverse", "mean-field")
@@ -213,6 +214,7 @@ class NaMIGuide(AutoGuide):
                 raise SiteNotFoundError(site, graph.latent_sites, what="latent site")
         self.graph = graph
         free = self._free_sites(graph)
+        self._free = free
         self.inverse = self._invert(graph, free)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
@@ -235,6 +237,13 @@ class NaMIGuide(AutoGuide):
                     )
         self.inputs = inputs.to(device)
         self._read_by = {p for parents in self._structure.values() for p, _ in parents}
+        # the plates the guide enters: a plate none of its sites lives in is left to
+        # the model (a guide-side plate would pin its size in the replayed model)
+        self._guide_plates = [
+            p
+            for p, info in graph.plates.items()
+            if info.dim is not None and any(p in graph[s].plates for s in self._structure)
+        ]
         for site, parents in self._structure.items():
             key = self._keys.setdefault(site, _module_key(len(self._keys), site))
             if site in self.conditional_overrides:
@@ -337,13 +346,16 @@ class NaMIGuide(AutoGuide):
                     keep_same=any(p in self.inverse.dag.nodes[site]["plates"] for p in link.pooled),
                 )
             )
+        network = self.network_overrides.get(site)
+        if not parents and network is None and site in self._free and site not in self.flow_sites:
+            network = ResidualMLP(0, family.num_params, init_bias=self._free_init(site, family))
         return Conditional(
             site,
             specs,
             family,
             hidden=self.hidden,
             init=self._init_value(site, family),
-            network=self.network_overrides.get(site),
+            network=network,
             path_derivative=self.path_derivative,
             flow=site in self.flow_sites,
         )
@@ -479,6 +491,29 @@ class NaMIGuide(AutoGuide):
         value = value.expand(value.shape[: value.dim() - len(shape)] + torch.Size(shape))
         return value.reshape((-1,) + tuple(shape)).mean(0)
 
+    def _free_init(self, site: str, family: Family) -> torch.Tensor:
+        """Free parameters of a global site: one raw vector per replicate of its
+        plates (shape ``plates + (num_params,)``), started by ``init_loc_fn`` (or
+        at the prior's probabilities for a discrete site), as AutoNormal does."""
+        msg = self._model_trace.nodes[site]
+        depth, shape = _replicate_shape(self.graph, site, tuple(msg["value"].shape))
+        if family.is_discrete:
+            value = getattr(_unwrap(msg["fn"]), "probs", None)
+            if value is None:
+                return family.init_bias(None)
+            shape = tuple(shape) + ((value.shape[-1],) if family.name == "categorical" else ())
+        else:
+            value = self.init_loc_fn(msg)
+        value = value.detach()
+        block = value.shape[: value.dim() - len(shape)]
+        block = torch.Size((1,) * (depth - len(block))) + block[len(block) - depth :]
+        value = value.expand(value.shape[: value.dim() - len(shape)] + torch.Size(shape))
+        replicates = value.reshape((-1,) + tuple(shape))
+        if replicates.shape[0] != block.numel():  # batch dims outside the plates: average
+            replicates = replicates.reshape((-1, block.numel()) + tuple(shape)).mean(0)
+        raw = torch.stack([family.init_bias(v) for v in replicates])
+        return raw.reshape(block + raw.shape[-1:]) if depth else raw.reshape(raw.shape[-1:])
+
     # ------------------------------------------------------------------ calls
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
@@ -553,9 +588,8 @@ class NaMIGuide(AutoGuide):
             user = {p.name: p for p in made}
         plates: dict[str, Any] = {}
         index: set[str] = set()
-        for name, info in self.graph.plates.items():
-            if info.dim is None:
-                continue
+        for name in self._guide_plates:
+            info = self.graph.plates[name]
             if name in user:
                 plates[name] = user[name]
                 continue

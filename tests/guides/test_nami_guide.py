@@ -400,3 +400,30 @@ def test_fit_resumes_a_nami_guide_exactly_running_statistics_included(tmp_path):
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_plates_without_guide_sites_are_left_to_the_model():
+    def model(x):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    guide = pgmdl.NaMIGuide(model)
+    for n in (10, 4):  # a later call with another data size must not be pinned to the first
+        assert math.isfinite(Trace_ELBO().loss(model, guide, torch.randn(n)))
+
+
+def test_free_global_latents_get_parameters_per_replicate_of_their_plates():
+    def model(x):
+        with pyro.plate("k", 3):
+            mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(mu.sum(), 1.0), obs=x)
+
+    starts = torch.tensor([-5.0, 0.0, 5.0])
+    guide = pgmdl.NaMIGuide(model, init_loc_fn=lambda site: starts).setup(torch.randn(5))
+    raw = guide.conditional("mu").net.bias
+    assert raw.shape == (3, 2)  # (loc, scale) for each of the three components
+    assert torch.equal(raw[:, 0], starts)
+    q = poutine.trace(guide).get_trace(torch.randn(5)).nodes["mu"]["fn"]
+    assert torch.allclose(q.mean, starts)
