@@ -27,7 +27,7 @@ NETWORKS = {
     "tree": lambda: binary_tree(3, obs_scale=1.0),
     "sparse": lambda: random_sparse(),
 }
-STEPS = 600 if FAST else 2000
+STEPS = 900 if FAST else 2000
 
 
 def heldout_gap(bn, order: str, device: torch.device, steps: int = STEPS) -> float:
