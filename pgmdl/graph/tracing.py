@@ -263,7 +263,8 @@ def split_provenance(provenance: frozenset) -> tuple[frozenset[str], frozenset[s
 _WRAPPERS = (Independent, ExpandedDistribution, MaskedDistribution)
 
 
-def _unwrap(fn: Any) -> Any:
+def unwrap_distribution(fn: Any) -> Any:
+    """The distribution under ``Independent``/``Expanded``/``Masked`` wrappers."""
     while isinstance(fn, _WRAPPERS):
         fn = fn.base_dist
     return fn
@@ -288,7 +289,7 @@ class _SiteRecorder(Messenger):
             )
         fn = msg["fn"]
         value, value_provenance = extract_provenance(msg["value"])
-        base = _unwrap(fn)
+        base = unwrap_distribution(fn)
         is_deterministic = bool(msg["infer"].get("_deterministic")) or (
             isinstance(base, Delta) and not msg["is_observed"]
         )
@@ -347,7 +348,7 @@ def _distribution_provenance(fn: Any, value: torch.Tensor) -> frozenset:
     wrappers are removed first: ``mask(False)`` would zero the density and
     its provenance with it.
     """
-    base = _unwrap(fn)
+    base = unwrap_distribution(fn)
     if type(base) in _PLAIN_PARAMETRIC:
         # Parameters are plain tensor attributes: read them without a density.
         return _attribute_provenance(base)

@@ -272,7 +272,7 @@ def make_family(
         GuideError: the support has no family, or the named family does not
             live on the support; the message names the site and support.
     """
-    base = _base_support(support)
+    base = base_support(support)
     support_label = _support_label(support)
     if name is None:
         name = default_family(base)
@@ -306,7 +306,7 @@ def make_family(
         return BernoulliFamily(event_shape)
     if name == "one-hot-categorical":
         return CategoricalFamily(event_shape, event_shape[-1], one_hot=True)
-    low, high = _integer_bounds(base)
+    low, high = integer_bounds(base)
     family = CategoricalFamily(event_shape, high - low + 1)
     if low != 0:
         raise GuideError(
@@ -328,7 +328,7 @@ def _families_for(support: constraints.Constraint) -> list[str]:
     return [name for name in FAMILY_NAMES if _FAMILY_SUPPORTS[name](support)]
 
 
-def _base_support(support: constraints.Constraint) -> constraints.Constraint:
+def base_support(support: constraints.Constraint) -> constraints.Constraint:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return support
@@ -350,12 +350,12 @@ def _continuous_bijectable(support: constraints.Constraint) -> bool:
     return True
 
 
-def _integer_bounds(support: constraints.Constraint) -> tuple[int, int]:
+def integer_bounds(support: constraints.Constraint) -> tuple[int, int]:
     low, high = support.lower_bound, support.upper_bound
     return int(torch.as_tensor(low).reshape(-1)[0]), int(torch.as_tensor(high).reshape(-1)[0])
 
 
-def _is_finite_integer_interval(support: constraints.Constraint) -> bool:
+def is_finite_integer_interval(support: constraints.Constraint) -> bool:
     if not isinstance(support, constraints.integer_interval):
         return False
     bounds = [torch.as_tensor(b) for b in (support.lower_bound, support.upper_bound)]
@@ -377,6 +377,6 @@ _FAMILY_SUPPORTS: dict[str, Callable[[constraints.Constraint], bool]] = {
     "beta": lambda s: s is constraints.unit_interval,
     "dirichlet": lambda s: s is constraints.simplex,
     "bernoulli": lambda s: s is constraints.boolean,
-    "categorical": _is_finite_integer_interval,
+    "categorical": is_finite_integer_interval,
     "one-hot-categorical": lambda s: s is constraints.one_hot,
 }

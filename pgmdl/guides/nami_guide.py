@@ -55,21 +55,25 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions import constraints
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.params.param_store import param_with_module_name
 from torch import nn
-from torch.distributions import Independent
 
 from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
 from pgmdl.graph.compile import compile_model
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
+from pgmdl.graph.tracing import unwrap_distribution
 from pgmdl.guides.bindings import ArgumentReader
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
-from pgmdl.guides.families import Family, make_family
+from pgmdl.guides.families import (
+    Family,
+    base_support,
+    integer_bounds,
+    is_finite_integer_interval,
+    make_family,
+)
 from pgmdl.guides.nets import ResidualMLP
 
 #: structures a NaMIGuide can take: NaMI orders, or mean field
@@ -237,6 +241,8 @@ class NaMIGuide(AutoGuide):
                     )
         self.inputs = inputs.to(device)
         self._read_by = {p for parents in self._structure.values() for p, _ in parents}
+        # for each site, the plate at each batch dim of its plate block (None: no plate)
+        self._block = {s: _block_plates(graph, s) for s in self._structure}
         # the plates the guide enters: a plate none of its sites lives in is left to
         # the model (a guide-side plate would pin its size in the replayed model)
         self._guide_plates = [
@@ -474,7 +480,7 @@ class NaMIGuide(AutoGuide):
         fn = msg["fn"]
         depth, shape = _replicate_shape(self.graph, site, tuple(msg["value"].shape))
         if family.is_discrete:
-            base = _unwrap(fn)
+            base = unwrap_distribution(fn)
             value = getattr(base, "probs", None)
             if value is None:
                 return None
@@ -498,7 +504,7 @@ class NaMIGuide(AutoGuide):
         msg = self._model_trace.nodes[site]
         depth, shape = _replicate_shape(self.graph, site, tuple(msg["value"].shape))
         if family.is_discrete:
-            value = getattr(_unwrap(msg["fn"]), "probs", None)
+            value = getattr(unwrap_distribution(msg["fn"]), "probs", None)
             if value is None:
                 return family.init_bias(None)
             shape = tuple(shape) + ((value.shape[-1],) if family.name == "categorical" else ())
@@ -526,19 +532,15 @@ class NaMIGuide(AutoGuide):
         values = self._subsample(values, plates, index)
         conditionals = self.conditionals  # one pyro.module statement per call
         inputs = self._modules["inputs"]  # buffers only: no pyro.module statement needed
-        graph = self.graph
         keys = self._keys
         features = {name: inputs[keys[name]](value) for name, value in values.items()}
         result: dict[str, torch.Tensor] = {}
         for site, parents in self._structure.items():
-            info = graph[site]
-            block = torch.Size(
-                plates[p].subsample_size if (p := self._plate_at(info, d)) else 1
-                for d in range(-self._depth(site), 0)
-            )
+            # the site's batch shape: its plates' sizes in this call, 1 where no plate is
+            block = torch.Size(plates[p].subsample_size if p else 1 for p in self._block[site])
             with ExitStack() as stack:
-                for plate in info.plates:
-                    if plate in plates:
+                for plate in self._block[site]:
+                    if plate is not None:
                         stack.enter_context(plates[plate])
                 if site in self.conditional_overrides:
                     q = self.conditional_overrides[site]({p: values[p] for p, _ in parents})
@@ -553,15 +555,6 @@ class NaMIGuide(AutoGuide):
             if site in self._read_by:
                 features[site] = inputs[keys[site]](value)
         return result
-
-    def _depth(self, site: str) -> int:
-        return _depth(self.graph, site)
-
-    def _plate_at(self, info, dim: int) -> str | None:  # noqa: ANN001
-        for plate in info.plates:
-            if self.graph.plates[plate].dim == dim:
-                return plate
-        return None
 
     def _given_value(self, arguments: dict[str, Any], name: str) -> torch.Tensor:
         value = self._read(arguments, name, self._path(self.graph, name))
@@ -675,6 +668,12 @@ class NaMIGuide(AutoGuide):
 # ---------------------------------------------------------------------- helpers
 
 
+def _block_plates(graph: ModelGraph, site: str) -> tuple[str | None, ...]:
+    """The plate at each batch dim of a site's plate block (``None``: no plate)."""
+    at = {graph.plates[p].dim: p for p in graph[site].plates if graph.plates[p].dim is not None}
+    return tuple(at.get(d) for d in range(-_depth(graph, site), 0))
+
+
 def _depth(graph: ModelGraph, site: str) -> int:
     dims = [graph.plates[p].dim for p in graph[site].plates if graph.plates[p].dim is not None]
     return max((-d for d in dims), default=0)
@@ -744,21 +743,11 @@ def _categories(graph: ModelGraph, name: str) -> int:
     """The number of categories of a categorical site (fed one-hot), else 0."""
     if name not in graph.sites:
         return 0
-    support = graph[name].support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if isinstance(support, constraints.integer_interval):
-        low = int(torch.as_tensor(support.lower_bound).reshape(-1)[0])
-        high = int(torch.as_tensor(support.upper_bound).reshape(-1)[0])
-        if low == 0:
-            return high + 1
-    return 0
-
-
-def _unwrap(fn: Any) -> Any:
-    while isinstance(fn, Independent | ExpandedDistribution | MaskedDistribution):
-        fn = fn.base_dist
-    return fn
+    support = base_support(graph[name].support)
+    if not is_finite_integer_interval(support):
+        return 0
+    low, high = integer_bounds(support)
+    return high + 1 if low == 0 else 0
 
 
 def _tensors(obj: Any):  # noqa: ANN202
