@@ -6,7 +6,9 @@ of a faithful amortized guide (:func:`invert`, NaMI), certifies guide
 structures (:func:`check_faithful`, :func:`is_minimal`), audits hand-written
 guides (:func:`audit_guide`), builds amortized guides with that structure
 (:class:`NaMIGuide`), trains them (:func:`fit`) and draws models and guides
-(:func:`render`).
+(:func:`render`). Plug-ins: quasi-deterministic observations with learned
+noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
+:class:`MultiscaleObservation`).
 """
 
 from pgmdl.errors import (
@@ -40,8 +42,10 @@ from pgmdl.graph import (
     is_minimal,
     redundant_edges,
 )
+from pgmdl import observe
 from pgmdl.guides import NaMIGuide
 from pgmdl.infer import FitResult, fit
+from pgmdl.observe import MultiscaleObservation, QuasiDeterministic
 from pgmdl.render import render
 
 __version__ = "0.1.0"
@@ -58,11 +62,13 @@ __all__ = [
     "InversionError",
     "ModelError",
     "ModelGraph",
+    "MultiscaleObservation",
     "NaMIGuide",
     "PgmdlError",
     "PgmdlWarning",
     "PlateInfo",
     "PlateLink",
+    "QuasiDeterministic",
     "RenderWarning",
     "SiteInfo",
     "SiteNotFoundError",
@@ -77,6 +83,7 @@ __all__ = [
     "fit",
     "invert",
     "is_minimal",
+    "observe",
     "redundant_edges",
     "render",
 ]

@@ -284,6 +284,8 @@ def add_panel(
             text += f"\n{site.distribution}"
         if show_shapes:
             text += f"\n{_shapes(site.batch_shape, site.event_shape)}"
+        if site.observation:
+            text += f"\n{site.observation}"
         holder = cluster(site.plates) if site.plates else target
         style = {**NODE_STYLES[site.kind], **node_attrs.get(name, {})}
         note = style.pop("note", None)

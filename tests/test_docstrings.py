@@ -11,6 +11,11 @@ MODULES = [
     "pgmdl.graph.faithful",
     "pgmdl.graph.audit",
     "pgmdl.render",
+    "pgmdl.observe.noise",
+    "pgmdl.observe.quasi_deterministic",
+    "pgmdl.observe.tempering",
+    "pgmdl.observe.multiscale",
+    "pgmdl.observe.theory",
 ]
 
 

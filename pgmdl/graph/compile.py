@@ -219,6 +219,8 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             bound_argument=bound_argument,
             inputs=tuple(sorted(inputs)),
             enumerate=site.enumerate,
+            observation=site.observation,
+            derived_from=site.derived_from,
         )
         resolved[site.name] = _Site(info, site.plates, frozenset(data), frozenset(control))
     return resolved
@@ -247,6 +249,7 @@ def _compare(runs: list[dict[str, _Site]]) -> list[str]:
         ("control parents", lambda s: sorted(s.control_parents)),
         ("inputs", lambda s: s.info.inputs),
         ("bound argument", lambda s: s.info.bound_argument),
+        ("observation model", lambda s: s.info.observation),
     ]
     for name in sorted(everywhere, key=lambda n: runs[0][n].info.order):
         for label, get in fields:

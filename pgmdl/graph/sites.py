@@ -8,6 +8,7 @@ graph nodes, guide modules and reports all use them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -84,6 +85,16 @@ class SiteInfo:
         inputs: model arguments that feed the site's distribution without
             being the value of any site (a conditional VAE's context ``c``).
         enumerate: the site's ``infer["enumerate"]`` hint, if any.
+        observation: a one-line description of a structured observation model
+            (``infer["observation"]``, set by :mod:`pgmdl.observe`: a
+            quasi-deterministic ``x = f(z) + ε`` and its noise scale), drawn
+            under the site's name by :func:`pgmdl.render`.
+        derived_from: for an observed site whose value is a deterministic
+            function of another observed site's value (a coarse level of a
+            multiscale observation), ``(source site, fn)`` with
+            ``value = fn(source value)`` (``infer["derived_from"]``); an
+            amortized guide uses it to read the value from the source's
+            argument.
     """
 
     name: str
@@ -98,6 +109,8 @@ class SiteInfo:
     bound_argument: str | None = None
     inputs: tuple[str, ...] = ()
     enumerate: str | None = None
+    observation: str | None = None
+    derived_from: tuple[str, Callable[[Any], Any]] | None = field(default=None, compare=False)
 
     @property
     def is_latent(self) -> bool:
@@ -130,6 +143,8 @@ class SiteInfo:
             "bound_argument": self.bound_argument,
             "inputs": list(self.inputs),
             "enumerate": self.enumerate,
+            "observation": self.observation,
+            "derived_from": self.derived_from[0] if self.derived_from else None,
         }
 
 

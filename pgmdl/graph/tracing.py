@@ -86,6 +86,8 @@ class SiteRecord:
     parent_sites: frozenset[str]
     parent_args: frozenset[str]
     value_args: frozenset[str]
+    observation: str | None = None
+    derived_from: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +333,8 @@ class _SiteRecorder(Messenger):
             parent_args=parent_args,
             # only an observed value that is a pure argument binds it to the site
             value_args=value_args if kind == "observed" and not value_sites else frozenset(),
+            observation=msg["infer"].get("observation"),
+            derived_from=msg["infer"].get("derived_from"),
         )
         # Downstream code sees only this site's name: direct dependencies only.
         msg["value"] = TaggedTensor(value, frozenset({name}))

@@ -29,7 +29,10 @@ being any site's value (a conditional VAE's context ``c``) are read the same
 way. An observed value *computed* from arguments (``obs=x[:, 0]``,
 ``obs=x.float()``) has no binding: pass it as an argument of its own, or give
 ``NaMIGuide(model, bindings={"x0": lambda arguments: arguments["x"][:, 0]})``
-(``arguments`` maps the model's parameter names to this call's values).
+(``arguments`` maps the model's parameter names to this call's values). The
+coarse levels of a :class:`~pgmdl.observe.MultiscaleObservation` declare how
+they derive from the full-resolution site (``SiteInfo.derived_from``) and are
+bound automatically.
 
 Global latents
 --------------
@@ -220,6 +223,7 @@ class NaMIGuide(AutoGuide):
         free = self._free_sites(graph)
         self._free = free
         self.inverse = self._invert(graph, free)
+        self._bind_derived_sites(graph)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
         self._max_depth = max(
@@ -443,6 +447,27 @@ class NaMIGuide(AutoGuide):
                 if plate not in witness and position >= 0 and value.shape[position] in sizes:
                     witness[plate] = (name, len(shape) - info.dim)
         return witness
+
+    def _bind_derived_sites(self, graph: ModelGraph) -> None:
+        """Bind observed sites whose value is a function of another observed site's
+        value (``SiteInfo.derived_from``: the coarse levels of a multiscale
+        observation) to that function of the source's argument."""
+        for name, info in graph.sites.items():
+            if name in self.bindings or not info.derived_from or not info.is_observed:
+                continue
+            source, fn = info.derived_from
+            if source in self.bindings:
+                path = source
+            elif source in graph.sites and graph[source].bound_argument is not None:
+                path = graph[source].bound_argument
+            else:
+                continue  # reported by _read_given_shapes if the guide needs the site
+
+            def read(arguments: dict[str, Any], path: str = path, fn: Callable = fn) -> Any:
+                value = self._reader.read(arguments, path)
+                return None if value is None else fn(value)
+
+            self.bindings[name] = read
 
     def _path(self, graph: ModelGraph, name: str) -> str:
         if name in self.bindings or name not in graph.sites:

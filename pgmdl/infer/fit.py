@@ -177,6 +177,7 @@ def fit(
     kl_every: int = 1,
     seed: int | None = None,
     callback: Callable[[int, FitResult], bool | None] | None = None,
+    transform: Callable[[Any], Any] | None = None,
 ) -> FitResult:
     """Train ``model`` and ``guide`` with :class:`pyro.infer.SVI` on minibatches of ``data``.
 
@@ -230,6 +231,11 @@ def fit(
             Pyro's RNGs (reseeded at its start) depend on ``(seed, e)`` only.
         callback: ``callback(epoch, result)`` after every epoch (``epoch`` is
             0-based); returning ``True`` stops training.
+        transform: applied to every training minibatch before model and
+            guide see it; it takes and returns a minibatch shaped like
+            ``data`` (a tensor, a tuple of tensors or a dict). Example: the
+            noise augmentation of a quasi-deterministic observation,
+            ``transform=noise.augment`` (thesis §7.2).
 
     Returns:
         the :class:`FitResult`: losses per step and per epoch, KL bits.
@@ -327,6 +333,8 @@ def fit(
                 high = min(low + batch_size, num_data)
                 rows = slice(low, high) if order is None else order[low:high]
                 batch = _batch(args, kwargs, fixed, rows)
+                if transform is not None:
+                    batch = _transform(batch, transform, data, fixed)
                 where = f"step {result.steps + 1} (epoch {epoch}, batch {index + 1}/{per_epoch})"
                 guard.reset()
                 try:
@@ -484,6 +492,31 @@ def _batch(
     rows: slice | torch.Tensor,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     return tuple(a[rows] for a in args), {**{k: v[rows] for k, v in kwargs.items()}, **fixed}
+
+
+def _transform(
+    batch: tuple[tuple[Any, ...], dict[str, Any]],
+    transform: Callable[[Any], Any],
+    data: Any,
+    fixed: dict[str, Any],
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Apply ``transform`` to a minibatch shaped like ``data``."""
+    args, kwargs = batch
+    if isinstance(data, torch.Tensor):
+        out = transform(args[0])
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"transform must return a tensor for tensor data, got {type(out)}")
+        return (out,), kwargs
+    if isinstance(data, tuple | list):
+        out = transform(tuple(args))
+        if not isinstance(out, tuple | list) or len(out) != len(args):
+            raise TypeError(f"transform must return a tuple of {len(args)} tensors, got {out!r}")
+        return tuple(out), kwargs
+    batched = {k: v for k, v in kwargs.items() if k not in fixed}
+    out = transform(batched)
+    if not isinstance(out, Mapping) or set(out) != set(batched):
+        raise TypeError(f"transform must return a dict with keys {sorted(batched)}")
+    return args, {**dict(out), **fixed}
 
 
 def _derive(seed: int, epoch: int, stream: int) -> int:
