@@ -103,8 +103,8 @@ class MultiscaleObservation(nn.Module):
     Example:
         >>> import pyro, pyro.distributions as dist
         >>> pyramid = MultiscaleObservation(3, sigma=0.1)
-        >>> coarse = lambda z: z.repeat_interleave(2, -1)                  # 2 → 4 values
-        >>> detail = lambda previous, z: torch.zeros(previous.shape[:-1] + (previous.shape[-1] * 2,))
+        >>> coarse = lambda z: z.repeat_interleave(2, -1)  # 2 → 4 values
+        >>> detail = lambda previous, z: torch.zeros_like(upscale(previous))
         >>> def model(x):
         ...     with pyro.plate("data", x.shape[0]):
         ...         z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))

@@ -472,7 +472,8 @@ def one_unit_decoder_log_likelihood(
 
     def log_normal(t: torch.Tensor) -> torch.Tensor:
         """``log N(x_j | V t + b, v(t) I_p)`` for hidden activations ``t``: shape (n, len(t))."""
-        log_var = torch.logaddexp(alpha * t + beta, torch.tensor(log_xi, dtype=_DTYPE, device=device))
+        floor = torch.tensor(log_xi, dtype=_DTYPE, device=device)
+        log_var = torch.logaddexp(alpha * t + beta, floor)
         out = torch.empty(n, t.shape[0], dtype=_DTYPE, device=device)
         # chunk the rows to keep the (rows, S, p) residuals near 32 MB
         rows = max(1, 4_000_000 // max(1, t.shape[0] * p))

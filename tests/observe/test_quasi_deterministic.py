@@ -95,9 +95,10 @@ def test_analytic_sigma_is_the_root_mean_squared_error(update, device):
     # it maximizes the likelihood over isotropic sigma
     fn = dist.Normal(loc, expected).to_event(1)
     for factor in (0.98, 1.02):
-        assert fn.log_prob(obs).sum() > dist.Normal(loc, factor * expected).to_event(1).log_prob(
-            obs
-        ).sum()
+        assert (
+            fn.log_prob(obs).sum()
+            > dist.Normal(loc, factor * expected).to_event(1).log_prob(obs).sum()
+        )
     per_dim = QuasiDeterministic("analytic-per-dim", sigma_min=1e-3)
     scale = observe_once(per_dim, loc, obs)["fn"].base_dist.scale
     torch.testing.assert_close(scale[0], (obs - loc).pow(2).mean(0).sqrt())
@@ -166,9 +167,7 @@ def test_probabilistic_pca_learns_the_maximum_likelihood_noise(device):
     torch.manual_seed(3)
     D, q, n = 6, 2, 3000
     W = torch.randn(D, q)
-    x = (torch.randn(n, q) @ W.T + 0.3 * torch.randn(n, D) * torch.linspace(0.5, 1.5, D)).to(
-        device
-    )
+    x = (torch.randn(n, q) @ W.T + 0.3 * torch.randn(n, D) * torch.linspace(0.5, 1.5, D)).to(device)
     eig = torch.linalg.eigvalsh(torch.cov(x.T.cpu(), correction=0)).double()
     sigma_ml = float(eig[: D - q].mean().sqrt())
 
@@ -208,7 +207,8 @@ def test_tempering_with_a_learned_sigma_is_compensated_exactly(device):
     effective = fit_sigma(tempered, loc, obs)
     torch.testing.assert_close(effective, plain, rtol=0.01, atol=0)
     raw_sigma = tempered.scale.sigma_min + torch.nn.functional.softplus(tempered.scale.raw)
-    assert float(raw_sigma.detach()) == pytest.approx(float(plain[0, 0]) / math.sqrt(beta), rel=0.01)
+    expected = float(plain[0, 0]) / math.sqrt(beta)
+    assert float(raw_sigma.detach()) == pytest.approx(expected, rel=0.01)
 
 
 def test_beta_vae_weight_scales_the_site(device):
@@ -269,7 +269,7 @@ def test_svi_trains_the_noise_parameters_through_the_param_store(device):
     svi = SVI(model, lambda x: None, Adam({"lr": 0.05}), Trace_ELBO())
     for _ in range(300):
         svi.step(obs)
-    assert "x.noise$$$scale.raw" in pyro.get_param_store().keys()
+    assert "x.noise$$$scale.raw" in pyro.get_param_store()
     assert float(noise.last_sigma) == pytest.approx(float(obs.pow(2).mean().sqrt()), rel=0.05)
 
 
