@@ -397,7 +397,10 @@ def _isolated_run():
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         for param in set(store.keys()) - known_params:
-            del store[param]
+            try:
+                del store[param]
+            except KeyError:  # one tensor under two names (a module inside another
+                pass  # registered module): the name's entry is gone, its alias was removed first
 
 
 def _model_name(model: Any) -> str:

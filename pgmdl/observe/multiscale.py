@@ -192,20 +192,26 @@ class MultiscaleObservation(nn.Module):
         for level, (site, predict, noise) in enumerate(
             zip(names, predictors, self.noises, strict=True)
         ):
-            if level == 0:
-                loc = predict(context)
+            loc = predict(context) if level == 0 else predict(previous, context)
+            if targets[level] is not None:
+                expected = targets[level].shape[targets[level].dim() - self.event_dim :]
+            elif previous is not None:
+                expected = upscale(previous, self.factor, self.spatial_dims).shape[
+                    previous.dim() - self.event_dim :
+                ]
             else:
-                loc = upscale(previous, self.factor, self.spatial_dims) + predict(previous, context)
+                expected = None
+            if expected is not None and loc.shape[loc.dim() - self.event_dim :] != expected:
+                raise ModelError(
+                    f"site {site!r} (level {level}): the predictor returned shape "
+                    f"{tuple(loc.shape)}, but one observation at this level has shape "
+                    f"{tuple(expected)} (the full resolution downscaled "
+                    f"{self.levels - 1 - level} times by {self.factor})"
+                )
+            if level > 0:
+                loc = upscale(previous, self.factor, self.spatial_dims) + loc
             infer = {}
             if level < self.levels - 1:
                 infer["derived_from"] = (name, self._derive(self.levels - 1 - level))
-            expected = None if targets[level] is None else targets[level].shape[-self.event_dim :]
-            if expected is not None and loc.shape[-self.event_dim :] != expected:
-                raise ModelError(
-                    f"site {site!r} (level {level}): the predictor returned shape "
-                    f"{tuple(loc.shape)}, but the level's target has event shape "
-                    f"{tuple(expected)} (the data downscaled {self.levels - 1 - level} times "
-                    f"by {self.factor})"
-                )
             previous = noise(site, loc, obs=targets[level], features=features, infer=infer)
         return previous

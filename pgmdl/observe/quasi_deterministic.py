@@ -206,14 +206,33 @@ class QuasiDeterministic(nn.Module):
             )
         self._check(loc, obs, features)
         self.scale.materialize(loc, obs, event_dim=self.event_dim, features=features)
-        if any(True for _ in self.parameters()):
-            pyro.module(f"{name}.noise", self)
+        self._register(name)
         fn = self.distribution(loc, obs, features=features)
         site_infer = {"observation": self.describe(), **(infer or {})}
         if self.beta_vae not in (None, 1):
             with beta_vae_weight(self.beta_vae):
                 return pyro.sample(name, fn, obs=obs, infer=site_infer)
         return pyro.sample(name, fn, obs=obs, infer=site_infer)
+
+    def _register(self, name: str) -> None:
+        """Register the learned parameters in Pyro's param store as ``"<site>.noise$$$..."``,
+        unless an enclosing module registered with ``pyro.module`` already holds them
+        (the observation is a submodule of the user's model): one tensor must not live
+        under two names."""
+        own = {f"{name}.noise$$${key}": p for key, p in self.named_parameters()}
+        if not own:
+            return
+        store = pyro.get_param_store()
+        owners = {key: store.param_name(p) for key, p in own.items()}
+        if not any(owner is not None and owner not in own for owner in owners.values()):
+            pyro.module(f"{name}.noise", self)
+            return
+        for key, p in own.items():  # drop the names this observation gave them earlier
+            if key in store:
+                other = owners[key]
+                del store[key]
+                if other is not None and other != key:
+                    store[other] = p  # restore the enclosing module's entry
 
     def augment(self, batch: torch.Tensor, scale: float | None = None) -> torch.Tensor:
         r"""``batch`` plus Gaussian noise of standard deviation ``scale``
