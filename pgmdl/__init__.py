@@ -11,6 +11,7 @@ noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
 :class:`MultiscaleObservation`).
 """
 
+from pgmdl import observe
 from pgmdl.errors import (
     CLIError,
     DynamicStructureError,
@@ -42,7 +43,6 @@ from pgmdl.graph import (
     is_minimal,
     redundant_edges,
 )
-from pgmdl import observe
 from pgmdl.guides import NaMIGuide
 from pgmdl.infer import FitResult, fit
 from pgmdl.observe import MultiscaleObservation, QuasiDeterministic

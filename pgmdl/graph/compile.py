@@ -21,6 +21,7 @@ to every site created afterwards and issues a
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from collections import defaultdict
@@ -397,10 +398,10 @@ def _isolated_run():
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         for param in set(store.keys()) - known_params:
-            try:
+            # one tensor under two names (a module inside another registered module):
+            # deleting its first name already dropped the tensor's reverse entry
+            with contextlib.suppress(KeyError):
                 del store[param]
-            except KeyError:  # one tensor under two names (a module inside another
-                pass  # registered module): the name's entry is gone, its alias was removed first
 
 
 def _model_name(model: Any) -> str:
