@@ -158,5 +158,6 @@ def test_bad_input():
         curve.pyramid("x", curve.predictors()[:2], torch.zeros(2, LATENT), obs=curves(2, "cpu"))
     bad = curve.predictors()
     bad[1] = lambda previous, z: torch.zeros(2, 5)
+    pyramid = CurveModel().pyramid
     with pytest.raises(ModelError, match=r"site 'x_1' \(level 1\).*\(2, 5\)"):
-        CurveModel().pyramid("x", bad, torch.zeros(2, LATENT), obs=curves(2, "cpu"))
+        pyro.poutine.trace(pyramid).get_trace("x", bad, torch.zeros(2, LATENT), curves(2, "cpu"))
