@@ -148,9 +148,13 @@ class QuasiDeterministic(nn.Module):
 
     @property
     def last_sigma(self) -> torch.Tensor | None:
-        """The :math:`\\sigma` of the latest call (detached): a scalar, a per-dimension
-        vector, or one value per data point for ``"local"``."""
-        return self.scale.last_sigma
+        """The standard deviation of the latest call's distribution (detached; tempering
+        included): a scalar, a per-dimension vector, or one value per data point for
+        ``"local"``. The noise scale before tempering is ``self.scale.last_sigma``."""
+        sigma = self.scale.last_sigma
+        if sigma is None or self.temper in (None, 1):
+            return sigma
+        return sigma * math.sqrt(self.temper)
 
     def describe(self) -> str:
         """The line :func:`pgmdl.render` draws under the site."""
