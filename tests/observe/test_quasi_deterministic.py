@@ -316,3 +316,27 @@ def test_other_bad_input():
     observe_once(noise, torch.zeros(2), torch.zeros(2))
     with pytest.raises(ModelError, match="one QuasiDeterministic per observed site"):
         pyro.poutine.trace(lambda: noise("y", torch.zeros(2), obs=torch.zeros(2))).get_trace()
+
+
+def test_a_floored_observation_has_a_bounded_likelihood(device):
+    """Whatever the decoder and the noise parameters, log p(x | z) of n points of
+    dimension p is at most -(n p / 2) log(2 π σ_min²) (Mattei & Frellsen 2018)."""
+    from pgmdl.observe.theory import gaussian_likelihood_bound
+
+    torch.manual_seed(5)
+    floor = 0.05
+    obs = torch.randn(30, 4, device=device)
+    bound = gaussian_likelihood_bound(30, 4, floor**2)
+    for mode in ("global", "per-dim", "local"):
+        noise = QuasiDeterministic(mode, sigma_min=floor)
+        features = torch.randn(30, 3, device=device)
+        for scale in (1.0, 10.0, 1e3):
+            observe_once(noise, obs, obs, features=features)  # materialize
+            with torch.no_grad():
+                for name, p in noise.named_parameters():  # random head, low offset
+                    p.copy_(torch.randn_like(p) if "head" in name else -scale * torch.rand_like(p))
+                fn = noise.distribution(obs, obs, features=features)  # loc = x: the worst case
+                log_lik = float(fn.log_prob(obs).sum())
+            assert log_lik <= bound + 1e-6
+        if mode != "local":  # every sigma at the floor: the bound is attained
+            assert log_lik == pytest.approx(bound, rel=1e-4)
