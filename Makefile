@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/compile_scale.py
 	$(BIN)/python benchmarks/invert_scale.py
 	$(BIN)/python benchmarks/step_overhead.py
+	$(BIN)/python benchmarks/variance_learning.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

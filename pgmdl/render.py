@@ -7,6 +7,8 @@ follow the graphical-models literature (Bishop 2006, ch. 8):
 * observed sites are shaded, latent sites are white ellipses;
 * deterministic sites are dashed ellipses;
 * model inputs (a conditional model's context argument) are dashed boxes;
+* a structured observation (:mod:`pgmdl.observe`: ``x = f(·) + ε`` and its
+  noise scale) has its description under the site's name;
 * edges are styled by kind (:data:`EDGE_STYLES`): a ``"control"`` edge
   (a dependency through Python control flow) is dotted, an input's edges
   are dashed;

@@ -19,7 +19,8 @@ the decoder. :class:`NoiseScale` holds one of the ways the thesis studies:
     computed on each batch (``update="batch"``) or as a running average
     (``update="running"``, Rybkin et al. 2021). It is used as a constant: the
     derivative of the objective with respect to :math:`\sigma` vanishes at
-    :math:`\sigma_\star`, so no gradient is lost.
+    :math:`\sigma_\star`, so no gradient is lost; and like a parameter it is
+    no edge of the compiled graph.
 ``"local"``
     :math:`\sigma(h)` from a network head on features ``h`` (the latent, or
     the decoder's hidden state): a heteroscedastic noise (Kingma & Welling
@@ -46,6 +47,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from pyro.ops.provenance import detach_provenance
 from torch import nn
 
 from pgmdl.errors import ModelError
@@ -263,7 +265,10 @@ class NoiseScale(nn.Module):
     ) -> torch.Tensor:
         event_shape = loc.shape[loc.dim() - event_dim :]
         if obs is not None:
-            error = (obs.detach() - loc.detach()).pow(2)
+            # A plug-in estimate, like a parameter set by optimization: it carries no
+            # gradient and no graph dependency (under pgmdl.compile's provenance
+            # tracking, x would otherwise be read as its own parent).
+            error = (detach_provenance(obs).detach() - detach_provenance(loc).detach()).pow(2)
             error = error.reshape(-1, *event_shape).mean(0)  # per coordinate, eq. 7.3
             if self.mode == "analytic":
                 error = error.mean()

@@ -340,3 +340,25 @@ def test_a_floored_observation_has_a_bounded_likelihood(device):
             assert log_lik <= bound + 1e-6
         if mode != "local":  # every sigma at the floor: the bound is attained
             assert log_lik == pytest.approx(bound, rel=1e-4)
+
+
+@pytest.mark.parametrize("update", ["batch", "running"])
+def test_analytic_sigma_compiles_and_trains_with_nami(update, device):
+    """The analytic sigma reads the observation, but as a plug-in estimate: the
+    compiled graph has no x -> x edge and NaMIGuide builds as for any sigma."""
+    decoder = torch.nn.Linear(2, 3).to(device)
+    noise = QuasiDeterministic("analytic", update=update)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, device=device), 1.0).to_event(1))
+            return noise("x", decoder(z), obs=x)
+
+    x = torch.randn(64, 3, device=device)
+    graph = pgmdl.compile(model, x)
+    assert set(graph.dag.edges()) == {("z", "x")}
+    assert "σ² = MSE" in graph["x"].observation
+    guide = pgmdl.NaMIGuide(model)
+    result = pgmdl.fit(model, guide, x, epochs=5, batch_size=32, progress=False, kl_every=0)
+    assert all(math.isfinite(v) for v in result.losses)
