@@ -49,3 +49,23 @@ def test_step_overhead_runs_and_times_both_sizes():
     row = re.compile(r"^\s*(784-400-20|16-32-4)\s+\d+\s+\d+\.\d+\s")
     rows = [line for line in result.stdout.splitlines() if row.match(line)]
     assert len(rows) == 2, result.stdout
+
+
+def test_variance_learning_runs_every_experiment(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "variance_learning.py"), "--fast",
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for heading in ("(a) fixed sigma sweep", "(b) learned global sigma", "(c) learned local",
+                    "(d) sigma learned by gradient descent"):  # fmt: skip
+        assert heading in result.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "lesion_learned_vs_fixed.png",
+        "local_vs_global.png",
+        "manifold_sigma_sweep.png",
+        "sigma_trajectories.png",
+    ]
