@@ -250,12 +250,7 @@ class NoiseScale(nn.Module):
         event_dim: int,
         features: torch.Tensor | None,
     ) -> torch.Tensor:
-        if features is None:
-            raise ModelError(
-                "sigma='local' computes sigma(h) from features: call the observation with "
-                "features=h (the latent z or the decoder's hidden state)"
-            )
-        raw = self.head(features) + self.offset
+        raw = self.head(features) + self.offset  # materialize checked the features
         if event_dim > 1:  # one sigma per data point: broadcast over the other event dims
             raw = raw.reshape(raw.shape + (1,) * (event_dim - 1))
         return self.sigma_min + F.softplus(raw)
