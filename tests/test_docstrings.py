@@ -16,6 +16,8 @@ MODULES = [
     "pgmdl.observe.tempering",
     "pgmdl.observe.multiscale",
     "pgmdl.observe.theory",
+    "pgmdl.multiset.correlated",
+    "pgmdl.multiset.aggregate",
 ]
 
 
