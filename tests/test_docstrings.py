@@ -18,6 +18,7 @@ MODULES = [
     "pgmdl.observe.theory",
     "pgmdl.multiset.correlated",
     "pgmdl.multiset.aggregate",
+    "pgmdl.multiset.graphnn",
 ]
 
 
