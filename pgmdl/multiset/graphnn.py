@@ -33,18 +33,14 @@ import torch
 from torch import nn
 
 from pgmdl.errors import ModelError
+from pgmdl.guides.nets import ResidualMLP
 
 POOLS = ("mean", "sum")
 
 
-def _mlp(in_features: int, out_features: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    width = in_features
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ELU()]
-        width = h
-    layers.append(nn.Linear(width, out_features))
-    return nn.Sequential(*layers)
+def _mlp(in_features: int, out_features: int, hidden: Sequence[int]) -> ResidualMLP:
+    """The library's residual MLP (linear skip path plus ELU body), randomly initialized."""
+    return ResidualMLP(in_features, out_features, hidden, zero_init=False)
 
 
 class GraphSetEncoder(nn.Module):
