@@ -125,19 +125,22 @@ class CorrelatedMultisetNormal(TorchDistribution):
     def _present(self) -> torch.Tensor:
         return self.mask.unsqueeze(-1).to(self.loc.dtype)  # (..., K, 1)
 
+    def _rho_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rho, log(1 - Σρ))`` from one log-sum-exp over the present parts."""
+        nu = self.nu.masked_fill(~self.mask.unsqueeze(-1), -math.inf)
+        log_norm = F.softplus(torch.logsumexp(nu, dim=-2, keepdim=True))  # log(1 + Σ e^ν)
+        return torch.exp(nu - log_norm), -log_norm.squeeze(-2)
+
     @property
     def log_one_minus_rho_sum(self) -> torch.Tensor:
         r""":math:`\log(1-\sum_i\rho_i)
         = -\operatorname{softplus}(\operatorname{logsumexp}_i\nu_i)`, shape ``(..., D)``."""
-        nu = self.nu.masked_fill(~self.mask.unsqueeze(-1), -math.inf)
-        return -F.softplus(torch.logsumexp(nu, dim=-2))
+        return self._rho_terms()[1]
 
     @property
     def rho(self) -> torch.Tensor:
         r""":math:`\rho_i = e^{\nu_i}/(1+\sum_j e^{\nu_j})` (eq. 9.11), 0 for padded parts."""
-        nu = self.nu.masked_fill(~self.mask.unsqueeze(-1), -math.inf)
-        log_norm = F.softplus(torch.logsumexp(nu, dim=-2, keepdim=True))  # log(1 + Σ e^ν)
-        return torch.exp(nu - log_norm)
+        return self._rho_terms()[0]
 
     @property
     def num_parts(self) -> torch.Tensor:
@@ -199,8 +202,9 @@ class CorrelatedMultisetNormal(TorchDistribution):
             self._validate_sample(value)
         present = self._present
         u = (value - self.loc) * present
-        log_c = self.log_one_minus_rho_sum.unsqueeze(-2)  # log(1 - Σρ), (..., 1, D)
-        noise = u + self.rho * u.sum(-2, keepdim=True) * torch.exp(-log_c)  # D ε
+        rho, log_c = self._rho_terms()
+        log_c = log_c.unsqueeze(-2)  # log(1 - Σρ), (..., 1, D)
+        noise = u + rho * u.sum(-2, keepdim=True) * torch.exp(-log_c)  # D ε
         eps = noise / self.scale
         per_coordinate = (
             -0.5 * (eps.pow(2) * present).sum(-2)
@@ -227,11 +231,11 @@ class CorrelatedMultisetNormal(TorchDistribution):
         present = self._present
         m, s = prior_loc.expand_as(self.loc), prior_scale.expand_as(self.loc)
         s2 = self.scale.pow(2)
-        rho = self.rho
+        rho, log_c = self._rho_terms()
         total_s2 = (s2 * present).sum(-2, keepdim=True)
         quad = ((self.loc - m).pow(2) + (1 - 2 * rho) * s2 + rho.pow(2) * total_s2) / (2 * s.pow(2))
         terms = (quad + torch.log(s) - torch.log(self.scale)) * present
-        per_coordinate = terms.sum(-2) - self.log_one_minus_rho_sum - 0.5 * present.sum(-2)
+        per_coordinate = terms.sum(-2) - log_c - 0.5 * present.sum(-2)
         return per_coordinate.sum(-1)
 
 

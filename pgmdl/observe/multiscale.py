@@ -193,12 +193,11 @@ class MultiscaleObservation(nn.Module):
             zip(names, predictors, self.noises, strict=True)
         ):
             loc = predict(context) if level == 0 else predict(previous, context)
+            base = None if level == 0 else upscale(previous, self.factor, self.spatial_dims)
             if targets[level] is not None:
                 expected = targets[level].shape[targets[level].dim() - self.event_dim :]
-            elif previous is not None:
-                expected = upscale(previous, self.factor, self.spatial_dims).shape[
-                    previous.dim() - self.event_dim :
-                ]
+            elif base is not None:
+                expected = base.shape[base.dim() - self.event_dim :]
             else:
                 expected = None
             if expected is not None and loc.shape[loc.dim() - self.event_dim :] != expected:
@@ -208,8 +207,8 @@ class MultiscaleObservation(nn.Module):
                     f"{tuple(expected)} (the full resolution downscaled "
                     f"{self.levels - 1 - level} times by {self.factor})"
                 )
-            if level > 0:
-                loc = upscale(previous, self.factor, self.spatial_dims) + loc
+            if base is not None:
+                loc = base + loc
             infer = {}
             if level < self.levels - 1:
                 infer["derived_from"] = (name, self._derive(self.levels - 1 - level))

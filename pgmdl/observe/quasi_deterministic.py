@@ -176,6 +176,12 @@ class QuasiDeterministic(nn.Module):
         ``Independent`` over the event dims) for a prediction ``loc``; ``obs``
         feeds the analytic modes and the data-dependent initialization."""
         self._check(loc, obs, features)
+        return self._normal(loc, obs, features)
+
+    def _normal(
+        self, loc: torch.Tensor, obs: torch.Tensor | None, features: torch.Tensor | None
+    ) -> dist.Distribution:
+        """The distribution for arguments already checked."""
         sigma = self.scale(loc, obs, event_dim=self.event_dim, features=features)
         if self.temper not in (None, 1):
             sigma = sigma * math.sqrt(self.temper)  # N(f, σ²)^(1/β), renormalized
@@ -211,7 +217,7 @@ class QuasiDeterministic(nn.Module):
         self._check(loc, obs, features)
         self.scale.materialize(loc, obs, event_dim=self.event_dim, features=features)
         self._register(name)
-        fn = self.distribution(loc, obs, features=features)
+        fn = self._normal(loc, obs, features)  # checked above
         site_infer = {"observation": self.describe(), **(infer or {})}
         if self.beta_vae not in (None, 1):
             with beta_vae_weight(self.beta_vae):
