@@ -4,6 +4,8 @@
 follow the graphical-models literature (Bishop 2006, ch. 8):
 
 * plates are boxes (Graphviz clusters) labelled with their name and size;
+  a multiset plate (sets of varying size, :func:`pgmdl.multiset.multiset_plate`)
+  is a dashed, rounded box labelled ``parts (multiset, K ≤ K_max)``;
 * observed sites are shaded, latent sites are white ellipses;
 * deterministic sites are dashed ellipses;
 * model inputs (a conditional model's context argument) are dashed boxes;
@@ -274,7 +276,10 @@ def add_panel(
     def cluster(stack: tuple[str, ...]) -> graphviz.Digraph:
         if stack not in clusters:
             sub = graphviz.Digraph(name=f"cluster_{panel}_{'__'.join(stack)}")
-            sub.attr(label=graph.plates[stack[-1]].label(), labeljust="r", labelloc="b")
+            plate = graph.plates[stack[-1]]
+            sub.attr(label=plate.label(), labeljust="r", labelloc="b")
+            if plate.multiset:  # sets of varying size: a dashed, rounded box
+                sub.attr(style="dashed,rounded")
             clusters[stack] = sub
         return clusters[stack]
 

@@ -19,6 +19,12 @@ MODULES = [
     "pgmdl.multiset.correlated",
     "pgmdl.multiset.aggregate",
     "pgmdl.multiset.graphnn",
+    "pgmdl.multiset.plate",
+    "pgmdl.multiset.conditional",
+    "pgmdl.datasets.multisets",
+    "pgmdl.datasets.sines",
+    "pgmdl.datasets.colour_anchors",
+    "pgmdl.datasets.households",
 ]
 
 

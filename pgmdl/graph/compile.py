@@ -347,7 +347,15 @@ def _build(runs: list[dict[str, _Site]], records: list[TraceRecord], name: str) 
         sites=[site.info for site in union.values()],
         edges=[(u, v, kind) for (u, v), kind in edges.items()],
         plates=[
-            PlateInfo(f.name, f.size, f.subsample_size, f.dim, tuple(plate_sites[f.name]))
+            PlateInfo(
+                f.name,
+                f.size,
+                f.subsample_size,
+                f.dim,
+                tuple(plate_sites[f.name]),
+                multiset=f.multiset,
+                mask_argument=f.mask_argument,
+            )
             for f in plates.values()
         ],
         inputs=inputs,

@@ -17,6 +17,10 @@ from pyro.distributions import constraints
 
 SiteKind = Literal["latent", "observed", "deterministic"]
 
+MULTISET_MASKS_KEY = "multiset_masks"
+"""``msg["infer"]`` key under which a multiset plate (:mod:`pgmdl.multiset.plate`)
+leaves ``{plate name: mask}`` on every sample site inside it, for the compiler."""
+
 
 @dataclass(frozen=True)
 class PlateInfo:
@@ -30,6 +34,13 @@ class PlateInfo:
         dim: the batch dimension the plate occupies (negative), or ``None``
             for a sequential plate (``for i in pyro.plate(...)``).
         sites: the sites that live in the plate, in execution order.
+        multiset: the plate is a multiset plate (:func:`pgmdl.multiset.multiset_plate`):
+            ``size`` is the padding ``K_max`` and a boolean mask says which part
+            slots exist in each instance.
+        mask_argument: for a multiset plate, the model argument its mask is
+            (``"mask"``, or ``"batch[1]"`` inside a tuple), from which an
+            amortized guide reads it at call time; ``None`` when the mask is
+            computed inside the model.
     """
 
     name: str
@@ -37,6 +48,8 @@ class PlateInfo:
     subsample_size: int
     dim: int | None
     sites: tuple[str, ...] = ()
+    multiset: bool = False
+    mask_argument: str | None = None
 
     @property
     def is_subsampled(self) -> bool:
@@ -47,7 +60,10 @@ class PlateInfo:
         return self.dim is not None
 
     def label(self) -> str:
-        """``"data (N=100)"`` or ``"data (32 of N=100)"`` when subsampled."""
+        """``"data (N=100)"``, ``"data (32 of N=100)"`` when subsampled, or
+        ``"parts (multiset, K ≤ 150)"`` for a multiset plate."""
+        if self.multiset:
+            return f"{self.name} (multiset, K \u2264 {self.size})"
         if self.is_subsampled:
             return f"{self.name} ({self.subsample_size} of N={self.size})"
         return f"{self.name} (N={self.size})"
@@ -59,6 +75,8 @@ class PlateInfo:
             "subsample_size": self.subsample_size,
             "dim": self.dim,
             "sites": list(self.sites),
+            "multiset": self.multiset,
+            "mask_argument": self.mask_argument,
         }
 
 

@@ -50,6 +50,7 @@ from torch.distributions import Independent
 from torch.overrides import TorchFunctionMode
 
 from pgmdl.errors import ModelError
+from pgmdl.graph.sites import MULTISET_MASKS_KEY
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class PlateFrame:
     size: int
     subsample_size: int
     dim: int | None
+    multiset: bool = False
+    mask_argument: str | None = None
 
 
 @dataclass
@@ -309,6 +312,7 @@ class _SiteRecorder(Messenger):
             parent_provenance |= get_provenance(msg["scale"])
         parent_sites, parent_args = split_provenance(parent_provenance)
         value_sites, value_args = split_provenance(value_provenance)
+        multiset_masks = msg["infer"].get(MULTISET_MASKS_KEY, {})
 
         self.record.sites[name] = SiteRecord(
             name=name,
@@ -324,6 +328,8 @@ class _SiteRecorder(Messenger):
                     size=int(f.full_size if f.full_size is not None else f.size),
                     subsample_size=int(f.size),
                     dim=f.dim,
+                    multiset=f.name in multiset_masks,
+                    mask_argument=_mask_argument(multiset_masks.get(f.name)),
                 )
                 for f in msg["cond_indep_stack"]  # Pyro keeps it outermost first
             ),
@@ -341,6 +347,32 @@ class _SiteRecorder(Messenger):
 
     def _pyro_post_param(self, msg: dict) -> None:
         self.record.params.append(msg["name"])
+
+
+ALIGNED = "@"
+"""Separator of an aligned input's name: ``"labels@parts"`` is argument ``labels``
+moved to the plates' layout of multiset plate ``parts`` (see
+:meth:`pgmdl.multiset.MultisetPlate.align`)."""
+
+
+def retag_aligned(source: Any, result: torch.Tensor, plate: str) -> torch.Tensor:
+    """Tag ``result`` (a layout change of ``source``) as the aligned input
+    ``"<argument>@<plate>"`` when ``source`` is exactly one model argument, so an
+    amortized guide knows to read that argument and align it the same way.
+    Outside a compile trace (no provenance) ``result`` is returned as is."""
+    sites, args = split_provenance(get_provenance(source))
+    if sites or len(args) != 1:
+        return result
+    (path,) = args
+    return TaggedTensor(detach_provenance(result), frozenset({ArgumentRef(path + ALIGNED + plate)}))
+
+
+def _mask_argument(mask: Any) -> str | None:
+    """The model argument a multiset plate's mask is, if it is one argument's value."""
+    if mask is None:
+        return None
+    sites, args = split_provenance(get_provenance(mask))
+    return next(iter(args)) if len(args) == 1 and not sites else None
 
 
 def _distribution_provenance(fn: Any, value: torch.Tensor) -> frozenset:

@@ -146,18 +146,7 @@ class Conditional(nn.Module):
         self.parents = tuple(parents)
         self.family = family
         self.path_derivative = path_derivative and not family.is_discrete and not flow
-        self.encoders = nn.ModuleList(
-            SetEncoder(p.features, max(hidden) if hidden else p.features, hidden)
-            if p.pooled_dims
-            else nn.Identity()
-            for p in self.parents
-        )
-        in_features = 0
-        for p, encoder in zip(self.parents, self.encoders, strict=True):
-            if p.pooled_dims:
-                in_features += encoder.out_features + (p.features if p.keep_same else 0)
-            else:
-                in_features += p.features
+        self.encoders, in_features = make_encoders(self.parents, hidden)
         self.in_features = in_features
         self.flow = None
         if flow:
@@ -171,28 +160,23 @@ class Conditional(nn.Module):
         else:
             self.net = network(in_features, family.num_params)
 
-    def features(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    def features(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        masks: Mapping[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor | None:
         """The concatenated, pooled parent features (features last), from each
-        parent's normalized features ``inputs[name]`` (:class:`ParentFeatures`)."""
-        parts = []
-        for spec, encoder in zip(self.parents, self.encoders, strict=True):
-            flat = inputs[spec.name]
-            if spec.pooled_dims:
-                dims = tuple(d - 1 for d in spec.pooled_dims)
-                parts.append(encoder(flat, dims))
-                if spec.keep_same:
-                    parts.append(flat)
-            else:
-                parts.append(flat)
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0]
-        shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
-        return torch.cat([p.expand(shape + p.shape[-1:]) for p in parts], dim=-1)
+        parent's normalized features ``inputs[name]`` (:class:`ParentFeatures`);
+        ``masks`` (plate dim -> boolean mask in the plates' layout) keeps padded
+        replicates of multiset plates out of the pools."""
+        return gather_features(self.parents, self.encoders, inputs, masks)
 
     def forward(
-        self, inputs: Mapping[str, torch.Tensor], block: torch.Size, max_depth: int
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        block: torch.Size,
+        max_depth: int,
+        masks: Mapping[int, torch.Tensor] | None = None,
     ) -> dist.TorchDistribution:
         """The distribution of the site given its parents.
 
@@ -201,9 +185,10 @@ class Conditional(nn.Module):
             block: the site's batch shape from its plates in this call.
             max_depth: the model's plate nesting (to tell plates from
                 enumeration dimensions).
+            masks: plate dim -> mask of a multiset plate in the plates' layout.
         """
-        h = self.features(inputs)
-        h = self._constant(block) if h is None else _fit_batch(h, block, max_depth)
+        h = self.features(inputs, masks)
+        h = self._constant(block) if h is None else fit_batch(h, block, max_depth)
         if self.flow is not None:
             return self._flow_distribution(h, block)
         raw = self.net(h)
@@ -239,7 +224,60 @@ class Conditional(nn.Module):
         return dist.TransformedDistribution(base, transforms) if transforms else base
 
 
-def _fit_batch(h: torch.Tensor, block: torch.Size, max_depth: int) -> torch.Tensor:
+def make_encoders(
+    parents: Sequence[ParentSpec], hidden: Sequence[int]
+) -> tuple[nn.ModuleList, int]:
+    """One :class:`~pgmdl.guides.nets.SetEncoder` per pooled parent (identity
+    otherwise), and the width of the concatenated features they give."""
+    encoders = nn.ModuleList(
+        SetEncoder(p.features, max(hidden) if hidden else p.features, hidden)
+        if p.pooled_dims
+        else nn.Identity()
+        for p in parents
+    )
+    width = 0
+    for p, encoder in zip(parents, encoders, strict=True):
+        if p.pooled_dims:
+            width += encoder.out_features + (p.features if p.keep_same else 0)
+        else:
+            width += p.features
+    return encoders, width
+
+
+def gather_features(
+    parents: Sequence[ParentSpec],
+    encoders: nn.ModuleList,
+    inputs: Mapping[str, torch.Tensor],
+    masks: Mapping[int, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """Concatenate the parents' features, pooling those that need it (see
+    :meth:`Conditional.features`); ``None`` when there are no parents."""
+    parts = []
+    for spec, encoder in zip(parents, encoders, strict=True):
+        flat = inputs[spec.name]
+        if spec.pooled_dims:
+            dims = tuple(d - 1 for d in spec.pooled_dims)
+            weight = None
+            for d in spec.pooled_dims:
+                if masks and d in masks:
+                    m = masks[d].to(flat.dtype)
+                    weight = m if weight is None else weight * m
+            if weight is not None:
+                weight = weight.unsqueeze(-1)
+            parts.append(encoder(flat, dims, weight))
+            if spec.keep_same:
+                parts.append(flat)
+        else:
+            parts.append(flat)
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    return torch.cat([p.expand(shape + p.shape[-1:]) for p in parts], dim=-1)
+
+
+def fit_batch(h: torch.Tensor, block: torch.Size, max_depth: int) -> torch.Tensor:
     """Give the features the site's batch shape: expand over the site's plates
     and drop size-1 dimensions left of them (plates the site is not in), unless
     enumeration dimensions sit there."""

@@ -44,10 +44,25 @@ live in a plate: its posterior depends on the whole data set, which a
 minibatch cannot show an encoder. In a model without plates (every site is a
 variable of one data point) it is amortized like any other site. Force either
 with ``global_latents="free"`` or ``"amortized"``.
+
+Joint plates and multisets
+--------------------------
+When the inversion couples the replicates of a site along a plate
+(:attr:`~pgmdl.InverseGraph.joint_plates`: the parts' latents of CompVAE are
+co-parents of the whole), a product of per-replicate conditionals cannot be
+faithful. For a real-valued site joined along one plate, the guide then uses
+:class:`~pgmdl.multiset.conditional.MultisetConditional`: a GraphNN over the
+replicates (linear in their number) and the correlated Gaussian of thesis
+§9.2.2 (``multiset_sites="auto"``, the default); name sites in
+``multiset_sites`` to ask for it where the inversion does not, or pass ``()``
+to keep independent replicates. Inside a multiset plate
+(:func:`pgmdl.multiset.multiset_plate`) the guide applies the model's mask,
+read from the model argument it comes from, and pools over present parts only.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
@@ -67,7 +82,8 @@ from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
 from pgmdl.graph.compile import compile_model
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
-from pgmdl.graph.tracing import unwrap_distribution
+from pgmdl.graph.sites import MULTISET_MASKS_KEY
+from pgmdl.graph.tracing import ALIGNED, unwrap_distribution
 from pgmdl.guides.bindings import ArgumentReader
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
@@ -78,6 +94,8 @@ from pgmdl.guides.families import (
     make_family,
 )
 from pgmdl.guides.nets import ResidualMLP
+from pgmdl.multiset.conditional import MultisetConditional
+from pgmdl.multiset.plate import MultisetPlate, align_to_plate
 
 #: structures a NaMIGuide can take: NaMI orders, or mean field
 GUIDE_ORDERS = ("min-fill", "topological", "reverse", "mean-field")
@@ -144,6 +162,12 @@ class NaMIGuide(AutoGuide):
             arguments returning plates to use (for custom subsampling).
         device: where the guide's modules live (default: the device of the
             first tensor among the model's arguments).
+        multiset_sites: ``"auto"`` (a joint multiset conditional for every
+            real-valued site the inversion joins along one plate), a list of
+            sites to give one (along their multiset plate, else their
+            innermost plate), or ``()`` for none (see "Joint plates and
+            multisets").
+        multiset_layers: message-passing layers of those conditionals' GraphNN.
     """
 
     def __init__(
@@ -164,6 +188,8 @@ class NaMIGuide(AutoGuide):
         init_loc_fn: Callable[[dict], torch.Tensor] = init_to_median,
         create_plates: Callable[..., Any] | None = None,
         device: torch.device | str | None = None,
+        multiset_sites: str | Sequence[str] = "auto",
+        multiset_layers: int = 2,
     ) -> None:
         if global_latents not in ("auto", "free", "amortized"):
             raise GuideError(
@@ -171,6 +197,10 @@ class NaMIGuide(AutoGuide):
             )
         if enumerate not in (None, "parallel", "sequential"):
             raise GuideError(f"enumerate={enumerate!r}: use None, 'parallel' or 'sequential'")
+        if isinstance(multiset_sites, str) and multiset_sites != "auto":
+            raise GuideError(
+                f"multiset_sites={multiset_sites!r}: use 'auto', a list of latent sites, or ()"
+            )
         if isinstance(order, str) and order not in GUIDE_ORDERS:
             raise GuideError(f"order={order!r}: use one of {GUIDE_ORDERS} or a list of sites")
         super().__init__(model, create_plates=create_plates)
@@ -187,6 +217,10 @@ class NaMIGuide(AutoGuide):
         self.bindings = dict(bindings or {})
         self.init_loc_fn = init_loc_fn
         self.device_option = device
+        self.multiset_option = (
+            multiset_sites if isinstance(multiset_sites, str) else tuple(multiset_sites)
+        )
+        self.multiset_layers = multiset_layers
         self.graph: ModelGraph | None = None
         self.inverse: InverseGraph | None = None
 
@@ -216,7 +250,10 @@ class NaMIGuide(AutoGuide):
                 "nothing to sample. Check that the latent sites are not all observed "
                 "(obs= set) or pass the arguments that leave them latent."
             )
-        for site in self.flow_sites + tuple(self.family_names) + tuple(self.network_overrides):
+        named = tuple(self.multiset_option) if self.multiset_option != "auto" else ()
+        for site in (
+            self.flow_sites + tuple(self.family_names) + tuple(self.network_overrides) + named
+        ):
             if site not in graph.latent_sites:
                 raise SiteNotFoundError(site, graph.latent_sites, what="latent site")
         self.graph = graph
@@ -224,12 +261,14 @@ class NaMIGuide(AutoGuide):
         self._free = free
         self.inverse = self._invert(graph, free)
         self._bind_derived_sites(graph)
+        self._bind_aligned_inputs(graph)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
         self._max_depth = max(
             (-p.dim for p in graph.plates.values() if p.dim is not None), default=0
         )
         self._structure = self._guide_structure(graph, self.inverse, free)
+        self._joint = self._joint_conditionals(graph, self.inverse, self._structure)
         self._given_shapes = self._read_given_shapes(graph, arguments)
         self._witness = self._plate_witnesses(graph, arguments)
         device = self._device(args, kwargs)
@@ -327,21 +366,54 @@ class NaMIGuide(AutoGuide):
                 structure[site] = _mean_field_parents(inverse, site)
             else:
                 structure[site] = tuple((p, inverse.link(p, site)) for p in inverse.parents(site))
-        joint = {s: p for s, p in inverse.joint_plates.items() if structure.get(s)}
-        if joint and self.order_option != "mean-field":
+        return structure
+
+    def _joint_conditionals(
+        self,
+        graph: ModelGraph,
+        inverse: InverseGraph,
+        structure: dict[str, tuple[tuple[str, PlateLink], ...]],
+    ) -> dict[str, str]:
+        """``{site: plate}`` for the sites given a joint multiset conditional; warn
+        about joined sites left with independent replicates."""
+        plan: dict[str, str] = {}
+        joined = {s: p for s, p in inverse.joint_plates.items() if structure.get(s)}
+        if self.order_option == "mean-field":
+            joined = {}
+        if self.multiset_option == "auto":
+            for site, plates in joined.items():
+                if len(plates) == 1 and _joint_ready(graph, site) is None:
+                    plan[site] = plates[0]
+        else:
+            for site in self.multiset_option:
+                problem = _joint_ready(graph, site)
+                if problem is not None:
+                    raise GuideError(f"multiset_sites: site {site!r} {problem}")
+                if site in self._free or site not in structure:
+                    raise GuideError(
+                        f"multiset_sites: site {site!r} is a global latent with free parameters "
+                        "(or not sampled by the guide); a joint conditional over a plate is for "
+                        "amortized sites inside a plate"
+                    )
+                plan[site] = joined.get(site, (None,))[0] or _joint_plate(graph, site)
+        rest = {s: p for s, p in joined.items() if s not in plan}
+        if rest:
             warnings.warn(
                 f"NaMI order {self.order_option!r} couples the replicates of "
-                + ", ".join(f"{s!r} along plate(s) {list(p)}" for s, p in joint.items())
+                + ", ".join(f"{s!r} along plate(s) {list(p)}" for s, p in rest.items())
                 + "; the guide samples them independently given pooled summaries of their "
-                "parents. order='reverse' usually avoids joint plates.",
+                "parents (a joint multiset conditional needs a real-valued site joined along "
+                "one plate). order='reverse' usually avoids joint plates.",
                 GuideWarning,
                 stacklevel=4,
             )
-        return structure
+        return plan
 
     def _conditional(
         self, graph: ModelGraph, site: str, parents: tuple[tuple[str, PlateLink], ...]
-    ) -> Conditional:
+    ) -> Conditional | MultisetConditional:
+        if site in self._joint:
+            return self._multiset_conditional(graph, site, parents, self._joint[site])
         info = graph[site]
         _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
         family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
@@ -369,6 +441,77 @@ class NaMIGuide(AutoGuide):
             path_derivative=self.path_derivative,
             flow=site in self.flow_sites,
         )
+
+    def _multiset_conditional(
+        self,
+        graph: ModelGraph,
+        site: str,
+        parents: tuple[tuple[str, PlateLink], ...],
+        plate: str,
+    ) -> MultisetConditional:
+        """The joint conditional of ``site`` over ``plate``: parents in the plate are
+        read per replicate, the others are the GraphNN's global context."""
+        info = graph[site]
+        dim = graph.plates[plate].dim
+        nodes, context = [], []
+        for parent, link in parents:
+            pooled = tuple(
+                graph.plates[p].dim
+                for p in link.pooled
+                if p != plate and graph.plates[p].dim is not None
+            )
+            spec = ParentSpec(parent, self.inputs[self._keys[parent]].features, pooled)
+            inside = plate in self.inverse.dag.nodes[parent]["plates"]
+            (nodes if inside else context).append(spec)
+        _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
+        family = make_family(None, site, info.support, torch.Size(shape))
+        return MultisetConditional(
+            site,
+            plate,
+            dim,
+            nodes,
+            context,
+            max(math.prod(shape), 1),
+            scalar=len(shape) == 0,
+            init=self._init_value(site, family),
+            hidden=self.hidden,
+            layers=self.multiset_layers,
+        )
+
+    def _check_multiset_masks(self, graph: ModelGraph, arguments: dict[str, Any]) -> None:
+        """The mask a multiset plate reads from the arguments is the model's mask."""
+        for plate in self._guide_plates:
+            info = graph.plates[plate]
+            if not info.multiset:
+                continue
+            mask = self._multiset_mask(arguments, plate)
+            site = next(s for s in info.sites if s in self._model_trace.nodes)
+            used = self._model_trace.nodes[site]["infer"][MULTISET_MASKS_KEY][plate]
+            if mask.shape != used.shape or not bool(torch.equal(mask, used.to(mask.device))):
+                raise GuideError(
+                    f"the mask of multiset plate {plate!r} is computed inside the model, not "
+                    f"passed as argument {info.mask_argument!r}: the guide cannot read it at call "
+                    "time. Pass the mask itself as a model argument, or give "
+                    f"NaMIGuide(model, bindings={{{plate!r}: lambda arguments: ...}}) computing it"
+                )
+
+    def _multiset_mask(self, arguments: dict[str, Any], plate: str) -> torch.Tensor:
+        info = self.graph.plates[plate]
+        path = plate if plate in self.bindings else info.mask_argument
+        if path is None:
+            raise GuideError(
+                f"the mask of multiset plate {plate!r} is computed inside the model, so the guide "
+                "cannot read it at call time. Pass the mask as a model argument "
+                f"(multiset_plate({plate!r}, mask) with mask an argument), or give "
+                f"NaMIGuide(model, bindings={{{plate!r}: lambda arguments: ...}}) computing it"
+            )
+        mask = self._read(arguments, f"mask of multiset plate {plate!r}", path)
+        if mask.dtype != torch.bool:
+            raise GuideError(
+                f"the mask of multiset plate {plate!r} (argument {path!r}) has dtype "
+                f"{mask.dtype}; it must be boolean, as in the model"
+            )
+        return mask
 
     def _replicate_shape_of(self, graph: ModelGraph, name: str) -> tuple[int, ...]:
         if name in graph.sites:
@@ -469,6 +612,26 @@ class NaMIGuide(AutoGuide):
 
             self.bindings[name] = read
 
+    def _bind_aligned_inputs(self, graph: ModelGraph) -> None:
+        """Bind inputs a multiset plate moved to its layout (``"labels@parts"``,
+        :meth:`~pgmdl.multiset.MultisetPlate.align`) to the same move of the argument."""
+        for name in graph.inputs:
+            path, sep, plate = name.rpartition(ALIGNED)
+            if not sep or name in self.bindings or plate not in graph.plates:
+                continue
+            dim = graph.plates[plate].dim
+
+            def read(
+                arguments: dict[str, Any], path: str = path, plate: str = plate, dim: int = dim
+            ) -> Any:
+                value = self._reader.read(arguments, path)
+                if value is None:
+                    return None
+                mask = self._multiset_mask(arguments, plate)
+                return align_to_plate(torch.as_tensor(value), mask.dim() - 1, dim)
+
+            self.bindings[name] = read
+
     def _path(self, graph: ModelGraph, name: str) -> str:
         if name in self.bindings or name not in graph.sites:
             return name
@@ -553,8 +716,13 @@ class NaMIGuide(AutoGuide):
             self._setup_prototype(*args, **kwargs)
         arguments = self._reader.bind(args, kwargs)
         values = {name: self._given_value(arguments, name) for name in self._given_shapes}
-        plates, index = self._plates(values, args, kwargs)
+        plates, index = self._plates(values, args, kwargs, arguments)
         values = self._subsample(values, plates, index)
+        masks = {
+            plate.dim: plate.plate_mask
+            for plate in plates.values()
+            if isinstance(plate, MultisetPlate)
+        }
         conditionals = self.conditionals  # one pyro.module statement per call
         inputs = self._modules["inputs"]  # buffers only: no pyro.module statement needed
         keys = self._keys
@@ -569,8 +737,12 @@ class NaMIGuide(AutoGuide):
                         stack.enter_context(plates[plate])
                 if site in self.conditional_overrides:
                     q = self.conditional_overrides[site]({p: values[p] for p, _ in parents})
+                elif site in self._joint:
+                    plate = plates[self._joint[site]]
+                    mask = plate.mask if isinstance(plate, MultisetPlate) else None
+                    q = conditionals[keys[site]](features, block, self._max_depth, mask, masks)
                 else:
-                    q = conditionals[keys[site]](features, block, self._max_depth)
+                    q = conditionals[keys[site]](features, block, self._max_depth, masks)
                 infer = {}
                 if self.enumerate and q.support.is_discrete:
                     infer["enumerate"] = self.enumerate
@@ -596,7 +768,11 @@ class NaMIGuide(AutoGuide):
         return value
 
     def _plates(
-        self, values: dict[str, torch.Tensor], args: tuple, kwargs: dict
+        self,
+        values: dict[str, torch.Tensor],
+        args: tuple,
+        kwargs: dict,
+        arguments: dict[str, Any],
     ) -> tuple[dict[str, Any], set[str]]:
         """This call's plates, and the plates whose full data must be indexed."""
         user = {}
@@ -610,6 +786,9 @@ class NaMIGuide(AutoGuide):
             info = self.graph.plates[name]
             if name in user:
                 plates[name] = user[name]
+                continue
+            if info.multiset:
+                plates[name] = MultisetPlate(name, self._multiset_mask(arguments, name), info.dim)
                 continue
             size, subsample = info.size, info.subsample_size
             device = None
@@ -757,6 +936,28 @@ def _mean_field_parents(inverse: InverseGraph, site: str) -> tuple[tuple[str, Pl
             )
         )
     return tuple(out)
+
+
+def _joint_ready(graph: ModelGraph, site: str) -> str | None:
+    """Why ``site`` cannot have a joint multiset conditional (None if it can)."""
+    info = graph[site]
+    if info.support_name != "real" or info.is_discrete:
+        return f"has support {info.support_name!r}; the correlated Gaussian needs real values"
+    if len(info.event_shape) > 1:
+        return f"has event shape {tuple(info.event_shape)}; use one event dimension at most"
+    if _joint_plate(graph, site) is None:
+        return "lives in no vectorized plate"
+    return None
+
+
+def _joint_plate(graph: ModelGraph, site: str) -> str | None:
+    """The plate a requested joint conditional runs over: the site's multiset
+    plate, else its innermost vectorized plate."""
+    plates = [graph.plates[p] for p in graph[site].plates if graph.plates[p].dim is not None]
+    for info in plates:
+        if info.multiset:
+            return info.name
+    return min(plates, key=lambda p: p.dim).name if plates else None
 
 
 def _module_key(index: int, name: str) -> str:

@@ -159,10 +159,22 @@ class SetEncoder(nn.Module):
         nn.init.normal_(self.phi.linear.weight, std=1.0 / math.sqrt(max(in_features, 1)))
         self.out_features = out_features + 1
 
-    def forward(self, x: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-        """Pool ``x`` (features last) over the batch dimensions ``dims``
-        (negative, counted on ``x``), keeping them with size 1."""
+    def forward(
+        self, x: torch.Tensor, dims: Sequence[int], weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        r"""Pool ``x`` (features last) over the batch dimensions ``dims``
+        (negative, counted on ``x``), keeping them with size 1. ``weight``
+        (broadcastable to ``x``'s batch shape plus a trailing 1, 0/1 for the
+        replicates that exist: a multiset plate's mask) restricts the mean and
+        the count :math:`n` to those replicates (:math:`\log n` becomes
+        :math:`\log(1 + n)` there, defined for empty sets)."""
         h = self.phi(x)
-        n = math.prod(x.shape[d] for d in dims)
-        pooled = h.mean(dim=tuple(dims), keepdim=True)
-        return torch.cat([pooled, pooled.new_full(pooled.shape[:-1] + (1,), math.log(n))], -1)
+        dims = tuple(dims)
+        if weight is None:
+            n = math.prod(x.shape[d] for d in dims)
+            pooled = h.mean(dim=dims, keepdim=True)
+            return torch.cat([pooled, pooled.new_full(pooled.shape[:-1] + (1,), math.log(n))], -1)
+        weight = weight.expand(h.shape[:-1] + (1,))
+        count = weight.sum(dim=dims, keepdim=True)
+        pooled = (h * weight).sum(dim=dims, keepdim=True) / count.clamp(min=1)
+        return torch.cat([pooled, torch.log1p(count)], -1)

@@ -1,9 +1,17 @@
-"""Multisets of parts (thesis ch. 9, CompVAE): a correlated Gaussian posterior
-over the parts' latents, permutation-invariant aggregation and a GraphNN
-encoder linear in the number of parts."""
+"""Multisets of parts (thesis ch. 9, CompVAE): multiset plates over sets of varying
+size, a correlated Gaussian posterior over the parts' latents, permutation-invariant
+aggregation and a GraphNN encoder linear in the number of parts."""
 
 from pgmdl.multiset.aggregate import SaturatingSum, masked_sum
 from pgmdl.multiset.correlated import CorrelatedMultisetNormal
 from pgmdl.multiset.graphnn import GraphSetEncoder
+from pgmdl.multiset.plate import MultisetPlate, multiset_plate
 
-__all__ = ["CorrelatedMultisetNormal", "GraphSetEncoder", "SaturatingSum", "masked_sum"]
+__all__ = [
+    "CorrelatedMultisetNormal",
+    "GraphSetEncoder",
+    "MultisetPlate",
+    "SaturatingSum",
+    "masked_sum",
+    "multiset_plate",
+]

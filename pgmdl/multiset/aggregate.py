@@ -18,12 +18,13 @@ aggregates to 0.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pgmdl.errors import ModelError
-from pgmdl.observe.noise import inverse_softplus
 
 
 def masked_sum(parts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -66,7 +67,7 @@ class SaturatingSum(nn.Module):
         super().__init__()
         if not gamma > 0:
             raise ModelError(f"gamma={gamma!r} must be > 0")
-        raw = inverse_softplus(torch.tensor(float(gamma)))
+        raw = torch.tensor(math.log(math.expm1(float(gamma))))  # softplus(raw) = gamma
         if features is not None:
             raw = raw.expand(features).clone()
         self.raw_gamma = nn.Parameter(raw, requires_grad=learn)

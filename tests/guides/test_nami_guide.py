@@ -15,6 +15,7 @@ from torch import nn
 
 import pgmdl
 from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
+from pgmdl.multiset.conditional import MultisetConditional
 from tests.conftest import load_zoo
 
 
@@ -99,9 +100,14 @@ def test_a_model_without_plates_is_amortized_everywhere():
     assert guide.parents("z1") == ("x",) and guide.parents("z2") == ("z1",)
 
 
-def test_hierarchical_min_fill_warns_about_joint_plates_when_globals_are_amortized():
+def test_hierarchical_min_fill_joins_the_replicates_of_z_when_globals_are_amortized():
+    # min-fill samples mu last: every z_i is then coupled with every other one
+    guide = pgmdl.NaMIGuide(hierarchical, global_latents="amortized").setup(torch.randn(5))
+    assert isinstance(guide.conditional("z"), MultisetConditional)
     with pytest.warns(GuideWarning, match=r"couples the replicates of 'z' along plate\(s\)"):
-        pgmdl.NaMIGuide(hierarchical, global_latents="amortized").setup(torch.randn(5))
+        pgmdl.NaMIGuide(hierarchical, global_latents="amortized", multiset_sites=()).setup(
+            torch.randn(5)
+        )
 
 
 # ---------------------------------------------------------------------- amortization
