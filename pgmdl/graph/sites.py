@@ -37,10 +37,11 @@ class PlateInfo:
         multiset: the plate is a multiset plate (:func:`pgmdl.multiset.multiset_plate`):
             ``size`` is the padding ``K_max`` and a boolean mask says which part
             slots exist in each instance.
-        mask_argument: for a multiset plate, the model argument its mask is
-            (``"mask"``, or ``"batch[1]"`` inside a tuple), from which an
-            amortized guide reads it at call time; ``None`` when the mask is
-            computed inside the model.
+        mask_argument: for a multiset plate, the model argument its mask comes
+            from (``"mask"``, or ``"batch[1]"`` inside a tuple), from which an
+            amortized guide reads it at call time (checking that the argument
+            *is* the mask); ``None`` when the mask depends on no argument or
+            on several.
     """
 
     name: str

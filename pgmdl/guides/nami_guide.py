@@ -264,6 +264,7 @@ class NaMIGuide(AutoGuide):
         self._bind_aligned_inputs(graph)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
+        self._check_multiset_masks(graph, arguments)
         self._max_depth = max(
             (-p.dim for p in graph.plates.values() if p.dim is not None), default=0
         )
@@ -480,18 +481,22 @@ class NaMIGuide(AutoGuide):
 
     def _check_multiset_masks(self, graph: ModelGraph, arguments: dict[str, Any]) -> None:
         """The mask a multiset plate reads from the arguments is the model's mask."""
-        for plate in self._guide_plates:
-            info = graph.plates[plate]
+        for plate, info in graph.plates.items():
             if not info.multiset:
                 continue
-            mask = self._multiset_mask(arguments, plate)
+            if plate in self.bindings or info.mask_argument is None:
+                mask = self._multiset_mask(arguments, plate)  # a binding, or a clear error
+            else:
+                mask = self._read(arguments, f"mask of plate {plate!r}", info.mask_argument)
             site = next(s for s in info.sites if s in self._model_trace.nodes)
             used = self._model_trace.nodes[site]["infer"][MULTISET_MASKS_KEY][plate]
-            if mask.shape != used.shape or not bool(torch.equal(mask, used.to(mask.device))):
+            same = mask.shape == used.shape and mask.dtype == used.dtype
+            if not same or not bool(torch.equal(mask, used.to(mask.device))):
+                source = "given binding" if plate in self.bindings else "argument"
                 raise GuideError(
                     f"the mask of multiset plate {plate!r} is computed inside the model, not "
-                    f"passed as argument {info.mask_argument!r}: the guide cannot read it at call "
-                    "time. Pass the mask itself as a model argument, or give "
+                    f"the {source} {info.mask_argument!r} it comes from: the guide cannot read it "
+                    "at call time. Pass the mask itself as a model argument, or give "
                     f"NaMIGuide(model, bindings={{{plate!r}: lambda arguments: ...}}) computing it"
                 )
 
