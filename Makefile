@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/invert_scale.py
 	$(BIN)/python benchmarks/step_overhead.py
 	$(BIN)/python benchmarks/variance_learning.py
+	$(BIN)/python benchmarks/multiset_scale.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

@@ -69,3 +69,28 @@ def test_variance_learning_runs_every_experiment(tmp_path):
         "manifold_sigma_sweep.png",
         "sigma_trajectories.png",
     ]
+
+
+def test_multiset_scale_runs_and_checks_the_all_pairs_reference():
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "multiset_scale.py"),
+            "--fast",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("K "))
+    for title in ("encoder (ms)", "decoder (ms)", "SVI step (ms)", "all-pairs encoder (ms)"):
+        assert title in header, header
+    # time table rows: K, parts, then times in ms; ends with the all-pairs check
+    row = re.compile(r"^\s*(10|100)\s+\d+\s+\d+\.\d+\s")
+    timed = [line for line in lines if row.match(line) and line.rstrip().endswith(" OK")]
+    assert [line.split()[0] for line in timed] == ["10", "100"], result.stdout
+    assert "memory saved for backward" in result.stdout
