@@ -47,11 +47,20 @@ are equal" / "CompVAE", 2020; V. Berger, PhD thesis, 2021, ch. 9.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
+import pgmdl
+from pgmdl.datasets import MultisetSample
 from pgmdl.multiset import SaturatingSum, multiset_plate
 from pgmdl.observe import QuasiDeterministic
 
@@ -143,6 +152,153 @@ class CompVAE(nn.Module):
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             loc = self.decoder(torch.cat([z, w_tilde], -1))
             return self.noise("x", loc, obs=x)
+
+    @torch.no_grad()
+    def compose(
+        self, labels: torch.Tensor, c: torch.Tensor | None = None, *, seed: int = 0
+    ) -> torch.Tensor:
+        r"""Compositional generation (Figs 9.6, 9.10): draw every part's
+        :math:`w_i \sim p(w \mid \ell_i)` once, then decode the whole from the
+        partial sums :math:`w_1`, :math:`w_1 + w_2`, ... with one shared
+        :math:`z` noise. ``labels`` ``(K, L)`` (one multiset), ``c`` ``(C,)`` or
+        None; returns the decoded means ``(K, x_dim)``, row ``j`` from the first
+        ``j + 1`` parts."""
+        g = torch.Generator(device=labels.device).manual_seed(seed)
+        loc, scale = self.part_prior(labels)
+        w = loc + scale * torch.randn(loc.shape, generator=g, device=loc.device)
+        total = w.cumsum(0)  # (K, w_dim): the partial sums
+        w_tilde = (
+            total if self.aggregate is None else (total / (1 + self.aggregate.gamma * total.abs()))
+        )
+        z_input = w_tilde if c is None else torch.cat([w_tilde, c.expand(len(w), -1)], -1)
+        z_loc, z_scale = self.z_prior(z_input)
+        eps = torch.randn(self.z_dim, generator=g, device=loc.device)
+        z = z_loc + z_scale * eps
+        return self.decoder(torch.cat([z, w_tilde], -1))
+
+
+@dataclass
+class TrainedCompVAE:
+    """A trained CompVAE, its guide, and how training went."""
+
+    model: CompVAE
+    guide: pgmdl.NaMIGuide
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    param_state: dict | None = None
+
+    def scope(self):  # noqa: ANN201 - a context manager
+        """Enter this model's param store (its parameters by name)."""
+        return pyro.get_param_store().scope(self.param_state)
+
+
+def arguments(sample: MultisetSample, scale: float = 1.0, with_context: bool = True) -> tuple:
+    """``(args, kwargs)`` of :meth:`CompVAE.model` for a batch, the whole
+    flattened and divided by ``scale``."""
+    x = sample.x.reshape(len(sample), -1) / scale
+    c = sample.context if with_context else None
+    return (sample.labels, sample.mask), {"c": c, "x": x}
+
+
+def train_compvae(
+    draw: Callable[[int, torch.Generator], MultisetSample],
+    *,
+    steps: int,
+    batch_size: int = 64,
+    scale: float = 1.0,
+    with_context: bool = True,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    **model_options: object,
+) -> TrainedCompVAE:
+    r"""Train a CompVAE and its :class:`pgmdl.NaMIGuide` on fresh batches.
+
+    As in the thesis (§9.3.3, "the training data is virtually infinite"), each
+    step draws a new batch ``draw(batch_size, generator)``; the loss is
+    ``Trace_ELBO`` (``TraceMeanField_ELBO``'s closed-form KLs would be biased
+    here: the guide samples :math:`z` before the parts, while the model's
+    :math:`p(z \mid \widetilde w)` depends on them). The
+    parameters live in a param store of their own (``TrainedCompVAE.scope()``),
+    so several models can be trained side by side.
+    """
+    g = torch.Generator().manual_seed(seed)
+    first = draw(batch_size, g).to(device) if device is not None else draw(batch_size, g)
+    args, kwargs = arguments(first, scale, with_context)
+    context_dim = 0 if kwargs["c"] is None else kwargs["c"].shape[-1]
+    torch.manual_seed(seed)
+    net = CompVAE(first.labels.shape[-1], kwargs["x"].shape[-1], context_dim, **model_options).to(
+        first.x.device
+    )
+    guide = pgmdl.NaMIGuide(net.model, hidden=(64,))
+    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / max(steps, 1)), "clip_norm": 10})
+    svi = SVI(net.model, guide, optim, Trace_ELBO())
+    losses = []
+    start = time.perf_counter()
+    with pyro.get_param_store().scope() as state:
+        for step in range(steps):
+            batch = first if step == 0 else draw(batch_size, g)
+            if device is not None:
+                batch = batch.to(device)
+            args, kwargs = arguments(batch, scale, with_context)
+            losses.append(svi.step(*args, **kwargs) / batch_size)
+    return TrainedCompVAE(net, guide, losses, time.perf_counter() - start, state)
+
+
+@torch.no_grad()
+def latent_bits(
+    trained: TrainedCompVAE,
+    sample: MultisetSample,
+    scale: float = 1.0,
+    with_context: bool = True,
+    particles: int = 8,
+) -> dict[str, float]:
+    r"""The latent part of the loss per instance, in bits, per latent site (Table 9.1):
+    :math:`E_q[\log q(v \mid \cdot) - \log p(v \mid \cdot)] / \ln 2` for ``w``
+    (all parts together) and ``z``, and the reconstruction term
+    :math:`-E_q \log p(x \mid z, \widetilde w)` in nats."""
+    args, kwargs = arguments(sample, scale, with_context)
+    totals = {"w": 0.0, "z": 0.0, "x": 0.0}
+    with trained.scope():
+        for _ in range(particles):
+            guide_trace = poutine.trace(trained.guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(trained.model.model, guide_trace)).get_trace(
+                *args, **kwargs
+            )
+            guide_trace.compute_log_prob()
+            model_trace.compute_log_prob()
+            for site in ("w", "z"):
+                kl = (
+                    guide_trace.nodes[site]["log_prob_sum"]
+                    - model_trace.nodes[site]["log_prob_sum"]
+                )
+                totals[site] += float(kl) / len(sample) / math.log(2) / particles
+            totals["x"] -= float(model_trace.nodes["x"]["log_prob_sum"]) / len(sample) / particles
+    return {
+        "w_bits": totals["w"],
+        "z_bits": totals["z"],
+        "total_bits": totals["w"] + totals["z"],
+        "reconstruction_nats": totals["x"],
+    }
+
+
+@torch.no_grad()
+def generate(
+    trained: TrainedCompVAE,
+    sample: MultisetSample,
+    scale: float = 1.0,
+    with_context: bool = True,
+    mean: bool = True,
+) -> torch.Tensor:
+    """Wholes generated for the multisets (and contexts) of ``sample``, in the data's
+    units: the decoder's mean (``mean=True``) or a draw with the learned noise."""
+    args, kwargs = arguments(sample, scale, with_context)
+    kwargs["x"] = None
+    with trained.scope():
+        trace = poutine.trace(trained.model.model).get_trace(*args, **kwargs)
+    node = trace.nodes["x"]
+    out = node["fn"].mean if mean else node["value"]
+    return out.reshape(sample.x.shape) * scale
 
 
 compvae = CompVAE(label_dim=3, x_dim=8, context_dim=2, w_dim=2, z_dim=2, hidden=16)
