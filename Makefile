@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/step_overhead.py
 	$(BIN)/python benchmarks/variance_learning.py
 	$(BIN)/python benchmarks/multiset_scale.py
+	$(BIN)/python benchmarks/compvae_evidence.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

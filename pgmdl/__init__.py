@@ -8,7 +8,8 @@ guides (:func:`audit_guide`), builds amortized guides with that structure
 (:class:`NaMIGuide`), trains them (:func:`fit`) and draws models and guides
 (:func:`render`). Plug-ins: quasi-deterministic observations with learned
 noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
-:class:`MultiscaleObservation`).
+:class:`MultiscaleObservation`), multiset plates and CompVAE's joint guide
+(:mod:`pgmdl.multiset`: :func:`multiset_plate`).
 """
 
 from pgmdl import observe
@@ -45,6 +46,7 @@ from pgmdl.graph import (
 )
 from pgmdl.guides import NaMIGuide
 from pgmdl.infer import FitResult, fit
+from pgmdl.multiset import multiset_plate
 from pgmdl.observe import MultiscaleObservation, QuasiDeterministic
 from pgmdl.render import render
 
@@ -81,6 +83,7 @@ __all__ = [
     "compile",
     "compile_model",
     "fit",
+    "multiset_plate",
     "invert",
     "is_minimal",
     "observe",

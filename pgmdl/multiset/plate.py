@@ -125,14 +125,21 @@ class MultisetPlate(pyro.plate):
         """The number of parts of each instance, ``(*outer,)``."""
         return self.mask.sum(-1)
 
-    def align(self, value: torch.Tensor, event_dim: int = 0) -> torch.Tensor:
+    def align(self, value: torch.Tensor, event_dim: int = 0, *, check: bool = True) -> torch.Tensor:
         """Move a per-part tensor from ``(*outer, K, *event)`` to the plates' layout
         (parts on this plate's dimension): how per-part inputs such as the parts'
         metadata enter the plate.
 
+        Args:
+            value: ``(*outer, K, *event)``.
+            event_dim: how many rightmost dimensions are per-part features.
+            check: check that the present parts' values are finite (one
+                device synchronization; pass ``False`` in a tuned training loop).
+
         Raises:
             ModelError: the tensor does not have the mask's ``(*outer, K)`` in front
-                of its ``event_dim`` last dimensions.
+                of its ``event_dim`` last dimensions, or a present part's value is
+                NaN or infinite.
         """
         lead = tuple(value.shape[: value.dim() - event_dim])
         if lead != tuple(self.mask.shape):
@@ -142,6 +149,17 @@ class MultisetPlate(pyro.plate):
                 f"{tuple(self.mask.shape)}: its leading dimensions must be the mask's "
                 "(*outer, K_max), one entry per part slot"
             )
+        if check and value.is_floating_point():
+            plain, mask = detach_provenance(value), detach_provenance(self.mask)
+            bad = ~torch.isfinite(plain).reshape(mask.shape + (-1,)).all(-1) & mask
+            if bool(bad.any()):
+                where = tuple(int(i) for i in bad.nonzero()[0])
+                raise ModelError(
+                    f"multiset plate {self.name!r}: part {where[-1]} of instance "
+                    f"{where[:-1] if len(where) > 2 else where[0]} has a NaN or infinite value "
+                    f"(per-part tensor of shape {tuple(value.shape)}); clean the parts' "
+                    "metadata, or mask the part out"
+                )
         aligned = align_to_plate(value, self.mask.dim() - 1, self.dim)
         return retag_aligned(value, aligned, self.name)
 

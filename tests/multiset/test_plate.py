@@ -139,3 +139,14 @@ def test_the_users_infer_dict_is_not_modified():
     with pyro.plate("data", 2, dim=-1), multiset_plate("parts", mask):
         pyro.sample("w", dist.Normal(0.0, 1.0), infer=infer)
     assert infer == {"note": 1}
+
+
+def test_a_non_finite_label_of_a_present_part_is_named():
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    labels = torch.zeros(2, 3, 4)
+    labels[0, 2] = float("nan")  # a padded slot: ignored
+    with pyro.plate("data", 2, dim=-1), multiset_plate("parts", mask) as parts:
+        parts.align(labels, event_dim=1)
+        labels[1, 0, 3] = float("inf")
+        with pytest.raises(ModelError, match=r"part 0 of instance 1 has a NaN or infinite"):
+            parts.align(labels, event_dim=1)
