@@ -128,7 +128,7 @@ class CompVAE(nn.Module):
         total = parts.sum(w, event_dim=1)
         if self.aggregate is None:
             return total
-        return total / (1 + self.aggregate.gamma * total.abs())
+        return self.aggregate.saturate(total)
 
     def model(
         self,
@@ -167,9 +167,7 @@ class CompVAE(nn.Module):
         loc, scale = self.part_prior(labels)
         w = loc + scale * torch.randn(loc.shape, generator=g, device=loc.device)
         total = w.cumsum(0)  # (K, w_dim): the partial sums
-        w_tilde = (
-            total if self.aggregate is None else (total / (1 + self.aggregate.gamma * total.abs()))
-        )
+        w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
         z_input = w_tilde if c is None else torch.cat([w_tilde, c.expand(len(w), -1)], -1)
         z_loc, z_scale = self.z_prior(z_input)
         eps = torch.randn(self.z_dim, generator=g, device=loc.device)

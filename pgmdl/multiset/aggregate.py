@@ -77,5 +77,8 @@ class SaturatingSum(nn.Module):
         return F.softplus(self.raw_gamma)
 
     def forward(self, parts: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        total = masked_sum(parts, mask)
+        return self.saturate(masked_sum(parts, mask))
+
+    def saturate(self, total: torch.Tensor) -> torch.Tensor:
+        r""":math:`\chi(s) = s / (1 + \gamma|s|)` of an already summed ``total`` (eq. 9.16)."""
         return total / (1 + self.gamma * total.abs())
