@@ -26,6 +26,7 @@ from pgmdl.errors import (
     SiteNotFoundError,
     StructureWarning,
     TrainingError,
+    TuningError,
 )
 from pgmdl.graph import (
     FaithfulnessReport,
@@ -76,6 +77,7 @@ __all__ = [
     "SiteNotFoundError",
     "StructureWarning",
     "TrainingError",
+    "TuningError",
     "Violation",
     "__version__",
     "audit_guide",

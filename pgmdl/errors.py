@@ -61,6 +61,18 @@ class TrainingError(PgmdlError, FloatingPointError):
     checkpoint does not match the model and guide being trained."""
 
 
+class TuningError(PgmdlError):
+    """Boltzmann tuning (:func:`pgmdl.boltzmann_tune`) cannot do what was asked:
+    a criterion that returns NaN or is not differentiable with respect to the
+    tuned sites, a tuned site that is not a continuous latent, or a target
+    that the outer loop does not reach (``best`` then holds the closest
+    :class:`~pgmdl.boltzmann.TuningStep`). The user's model is never modified."""
+
+    def __init__(self, message: str, best: object = None) -> None:
+        super().__init__(message)
+        self.best = best
+
+
 class CLIError(PgmdlError):
     """A command-line argument the ``pgmdl`` program cannot use."""
 
