@@ -9,10 +9,13 @@ guides (:func:`audit_guide`), builds amortized guides with that structure
 (:func:`render`). Plug-ins: quasi-deterministic observations with learned
 noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
 :class:`MultiscaleObservation`), multiset plates and CompVAE's joint guide
-(:mod:`pgmdl.multiset`: :func:`multiset_plate`).
+(:mod:`pgmdl.multiset`: :func:`multiset_plate`), and Boltzmann tuning of
+trained models with normalizing flows (:mod:`pgmdl.boltzmann`:
+:func:`boltzmann_tune`).
 """
 
-from pgmdl import observe
+from pgmdl import boltzmann, observe
+from pgmdl.boltzmann import TunedModel, boltzmann_tune
 from pgmdl.errors import (
     CLIError,
     DynamicStructureError,
@@ -77,10 +80,13 @@ __all__ = [
     "SiteNotFoundError",
     "StructureWarning",
     "TrainingError",
+    "TunedModel",
     "TuningError",
     "Violation",
     "__version__",
     "audit_guide",
+    "boltzmann",
+    "boltzmann_tune",
     "check_faithful",
     "compile",
     "compile_model",

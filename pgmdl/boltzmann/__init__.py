@@ -16,6 +16,7 @@ sites through zuko flows while the rest of the model stays frozen.
   (§10.2.3, eq. 10.20) and rejection sampling at the same rate.
 """
 
+from pgmdl.boltzmann.diagnostics import criterion_gradient_norms, rejection_sample
 from pgmdl.boltzmann.flows import SiteFlow, affine_flow, spline_flow
 from pgmdl.boltzmann.handler import TunedDistribution, TunedSites
 from pgmdl.boltzmann.theory import (
@@ -26,7 +27,7 @@ from pgmdl.boltzmann.theory import (
     second_order_step,
     tail_kl,
 )
-from pgmdl.boltzmann.tune import TunedModel, TuningStep, boltzmann_tune
+from pgmdl.boltzmann.tune import TunedModel, TuningStep, boltzmann_tune, prepare
 
 __all__ = [
     "Moments",
@@ -38,6 +39,9 @@ __all__ = [
     "TuningStep",
     "affine_flow",
     "boltzmann_tune",
+    "criterion_gradient_norms",
+    "prepare",
+    "rejection_sample",
     "pareto_front",
     "reweighted",
     "second_order_step",

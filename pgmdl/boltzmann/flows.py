@@ -129,7 +129,9 @@ def set_identity(lazy: LazyTransform) -> None:
             if isinstance(hyper, nn.Module):
                 # zuko's MLP layers are not all nn.Linear subclasses: take the
                 # last module that owns a weight
-                layers = [m for m in hyper.modules() if isinstance(getattr(m, "weight", None), Tensor)]
+                layers = [
+                    m for m in hyper.modules() if isinstance(getattr(m, "weight", None), Tensor)
+                ]
                 if layers:
                     layers[-1].weight.zero_()
                     if getattr(layers[-1], "bias", None) is not None:

@@ -185,6 +185,7 @@ class ParticleRun:
     values: dict[str, Tensor]
     log_ratio: Tensor
     site_log_ratios: dict[str, Tensor]
+    event_dims: dict[str, int]
 
     @property
     def size(self) -> int:
@@ -212,8 +213,12 @@ def run_particles(
         else:
             model(*args, **kwargs)
     values = {name: record.value for name, record in handler.records.items()}
+    event_dims = {name: record.event_dim for name, record in handler.records.items()}
     if not handler.log_ratios:
-        raise TuningError("no tuned site ran in this execution of the model.")
+        if handler.flows or particle_plate is not None:
+            raise TuningError("no tuned site ran in this execution of the model.")
+        zero = next(iter(values.values())).new_zeros(num_particles)  # the original model
+        return ParticleRun(values, zero, {}, event_dims)
     if particle_plate is not None:
         first = next(iter(handler.log_ratios.values()))
         num_particles = first.shape[particle_dim] if first.dim() >= -particle_dim else 1
@@ -222,7 +227,7 @@ def run_particles(
         for name, ratio in handler.log_ratios.items()
     }
     total = sum(site_log_ratios.values())
-    return ParticleRun(values, total, site_log_ratios)
+    return ParticleRun(values, total, site_log_ratios, event_dims)
 
 
 def per_particle(value: Tensor, particle_dim: int, num_particles: int, what: str) -> Tensor:
@@ -235,6 +240,15 @@ def per_particle(value: Tensor, particle_dim: int, num_particles: int, what: str
     moved = value.movedim(particle_dim, 0)
     out = moved.reshape(moved.shape[0], -1).sum(-1)
     return out.expand(num_particles)
+
+
+def particles_first(value: Tensor, event_dim: int, particle_dim: int, num: int) -> Tensor:
+    """A site value with its particle dimension moved to the front (shape
+    ``(S, ...)``); a value outside the particle plate is repeated."""
+    axis = value.dim() - event_dim + particle_dim
+    if axis >= 0 and value.shape[axis] == num:
+        return value.movedim(axis, 0)
+    return value.expand((num,) + value.shape)
 
 
 def criterion_per_particle(f: Any, num_particles: int, hint: str) -> Tensor:

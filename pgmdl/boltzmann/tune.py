@@ -181,7 +181,8 @@ class TunedModel(nn.Module):
 
     def sample(self, num_samples: int) -> dict[str, Tensor]:
         """Every site's value in ``num_samples`` executions of the tuned model,
-        on the tuning arguments (no autograd)."""
+        on the tuning arguments, with the executions first: shape
+        ``(num_samples, ...)`` (no autograd)."""
         out: dict[str, list[Tensor]] = {}
         done = 0
         with torch.no_grad():
@@ -193,9 +194,7 @@ class TunedModel(nn.Module):
         if len(next(iter(out.values()))) == 1:
             return {k: v[0] for k, v in out.items()}
         dim = self.particle_dim
-        return {
-            k: torch.cat(v, dim=dim) if v[0].dim() >= -dim else v[0] for k, v in out.items()
-        }
+        return {k: torch.cat(v, dim=dim) if v[0].dim() >= -dim else v[0] for k, v in out.items()}
 
     def f(self, values: Mapping[str, Tensor], num: int) -> Tensor:
         """The criterion, one value per execution."""
@@ -241,7 +240,6 @@ class TunedModel(nn.Module):
         if self.f_base is None:
             raise TuningError("no base samples of the criterion: run boltzmann_tune first.")
         return pareto_front(self.f_base, lams)
-
 
 
 # ---------------------------------------------------------------------- setup
@@ -345,14 +343,56 @@ def boltzmann_tune(
         raise TypeError("pass exactly one of target_kl=, target_value= and lam=.")
     if target_kl is not None and not (math.isfinite(target_kl) and target_kl > 0):
         raise ValueError(f"target_kl must be a positive number of nats, got {target_kl!r}")
-    for name, v in (("num_particles", num_particles), ("steps", steps), ("num_eval", num_eval),
-                    ("num_base", num_base), ("max_updates", max_updates)):
+    for name, v in (
+        ("num_particles", num_particles),
+        ("steps", steps),
+        ("num_eval", num_eval),
+        ("num_base", num_base),
+        ("max_updates", max_updates),
+    ):
         if not isinstance(v, int) or v < (0 if name == "steps" else 1):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    tuned = prepare(
+        model,
+        criterion,
+        sites,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        flow=flow,
+        context=context,
+        particle_plate=particle_plate,
+    )
+    tuner = _Tuner(tuned, num_particles, steps, lr, num_eval, num_base, progress)
+    tuner.setup()
+    if lam is not None:
+        tuner.inner(float(lam))
+    elif target_kl is not None:
+        tuner.reach_kl(float(target_kl), max_updates, rtol)
+    else:
+        tuner.reach_value(float(target_value), max_updates, rtol)
+    return tuned
+
+
+def prepare(
+    model: Callable[..., Any],
+    criterion: Criterion,
+    sites: str | Sequence[str],
+    *,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    flow: str | FlowFactory = "spline",
+    context: Literal["parents"] | Mapping[str, Sequence[str]] | None = "parents",
+    particle_plate: str | None = None,
+) -> TunedModel:
+    r"""Check the sites and build the :class:`TunedModel` at the identity
+    (:math:`\lambda = 0`, so it samples the original model), without tuning.
+    :func:`boltzmann_tune` starts from it; the diagnostics use it to read
+    gradients at base samples. Arguments as in :func:`boltzmann_tune`."""
     model_kwargs = dict(model_kwargs or {})
     if not isinstance(model_args, tuple):
         raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
-
+    if not callable(criterion):
+        raise TypeError(f"criterion must be callable(values) -> Tensor, got {criterion!r:.60}")
     graph = compile_model(model, model_args, model_kwargs)
     site_list = [sites] if isinstance(sites, str) else list(sites)
     if not site_list:
@@ -360,7 +400,6 @@ def boltzmann_tune(
     _check_sites(graph, site_list)
     contexts = _contexts(graph, site_list, context)
     particle_dim = _particle_dim(graph, site_list, particle_plate)
-
     flows = {
         s: SiteFlow(
             s,
@@ -374,15 +413,26 @@ def boltzmann_tune(
     tuned = TunedModel(
         model, flows, contexts, criterion, model_args, model_kwargs, particle_plate, particle_dim
     )
-    tuner = _Tuner(tuned, num_particles, steps, lr, num_eval, num_base, progress)
-    tuner.setup()
-    if lam is not None:
-        tuner.inner(float(lam))
-    elif target_kl is not None:
-        tuner.reach_kl(float(target_kl), max_updates, rtol)
-    else:
-        tuner.reach_value(float(target_value), max_updates, rtol)
+    _place(tuned)
     return tuned
+
+
+def _place(tuned: TunedModel) -> None:
+    """One run of two executions at the identity: move the flows to the
+    device of the model's values and let them read their sites' scales."""
+    probe = TunedSites(tuned.flows, tuned.contexts)
+    with torch.no_grad(), probe:
+        if tuned.particle_plate is None:
+            with pyro.plate(PARTICLE_PLATE, 2, dim=tuned.particle_dim):
+                tuned.model(*tuned.model_args, **tuned.model_kwargs)
+        else:
+            tuned.model(*tuned.model_args, **tuned.model_kwargs)
+    device = None
+    for s, base in probe.bases.items():
+        tuned.flows[s].calibrate(base)
+        device = probe.records[s].value.device
+    if device is not None:
+        tuned.flows.to(device)
 
 
 def _check_sites(graph: ModelGraph, sites: list[str]) -> None:
@@ -412,9 +462,7 @@ def _check_sites(graph: ModelGraph, sites: list[str]) -> None:
         raise ValueError(f"sites lists a site twice: {sites}")
 
 
-def _contexts(
-    graph: ModelGraph, sites: list[str], context: Any
-) -> dict[str, tuple[str, ...]]:
+def _contexts(graph: ModelGraph, sites: list[str], context: Any) -> dict[str, tuple[str, ...]]:
     if context is None:
         return {}
     if context == "parents":
@@ -449,7 +497,9 @@ def _particle_dim(graph: ModelGraph, sites: list[str], particle_plate: str | Non
         raise SiteNotFoundError(particle_plate, graph.plates, what="plate")
     plate = graph.plates[particle_plate]
     if plate.dim is None:
-        raise TuningError(f"plate {particle_plate!r} is sequential; particle_plate needs a vectorized plate.")
+        raise TuningError(
+            f"plate {particle_plate!r} is sequential; particle_plate needs a vectorized plate."
+        )
     outside = [s for s in sites if particle_plate not in graph[s].plates]
     if outside:
         raise TuningError(
@@ -471,8 +521,14 @@ class _Tuner:
     """The inner and outer loops over one :class:`TunedModel`."""
 
     def __init__(
-        self, tuned: TunedModel, num_particles: int, steps: int, lr: float,
-        num_eval: int, num_base: int, progress: bool,
+        self,
+        tuned: TunedModel,
+        num_particles: int,
+        steps: int,
+        lr: float,
+        num_eval: int,
+        num_base: int,
+        progress: bool,
     ) -> None:
         self.tuned = tuned
         self.num_particles = num_particles
@@ -487,21 +543,6 @@ class _Tuner:
 
     # -- setup: devices, base samples, checks
     def setup(self) -> None:
-        tuned = self.tuned
-        # first run on the identity flows: move flows to the data's device, calibrate
-        probe = TunedSites(tuned.flows, tuned.contexts)
-        device = None
-        with torch.no_grad(), probe:
-            if tuned.particle_plate is None:
-                with pyro.plate(PARTICLE_PLATE, 2, dim=tuned.particle_dim):
-                    tuned.model(*tuned.model_args, **tuned.model_kwargs)
-            else:
-                tuned.model(*tuned.model_args, **tuned.model_kwargs)
-        for s, base in probe.bases.items():
-            tuned.flows[s].calibrate(base)
-            device = probe.records[s].value.device
-        if device is not None:
-            tuned.flows.to(device)
         self.base_samples()
         self.check_differentiable()
 
@@ -560,11 +601,11 @@ class _Tuner:
         current = self.tuned.lam
         if not self.snapshots or abs(lam) >= abs(current) and lam * current >= 0:
             return "warm" if self.snapshots else "identity"
-        lower = [(l, st) for l, st in self.snapshots if abs(l) < abs(lam) and l * lam >= 0]
+        lower = [(lo, st) for lo, st in self.snapshots if abs(lo) < abs(lam) and lo * lam >= 0]
         if lower:
-            l, state = max(lower, key=lambda t: abs(t[0]))
+            earlier, state = max(lower, key=lambda t: abs(t[0]))
             self.tuned.flows.load_state_dict(state)
-            return f"snapshot λ={l:.4g}"
+            return f"snapshot λ={earlier:.4g}"
         for flow in self.tuned.flows.values():
             flow.reset()
         return "identity"
@@ -602,9 +643,17 @@ class _Tuner:
         self.snapshots.append((lam, copy.deepcopy(tuned.flows.state_dict())))
         est = tuned.estimate(self.num_eval)
         step = TuningStep(
-            lam=lam, kl=est.kl, kl_se=est.kl_se, value=est.value, value_se=est.value_se,
-            var=est.var, third=est.third, site_kl=est.site_kl,
-            theory=reweighted(tuned.f_base, lam), start=how, objective=objective,
+            lam=lam,
+            kl=est.kl,
+            kl_se=est.kl_se,
+            value=est.value,
+            value_se=est.value_se,
+            var=est.var,
+            third=est.third,
+            site_kl=est.site_kl,
+            theory=reweighted(tuned.f_base, lam),
+            start=how,
+            objective=objective,
         )
         tuned.history.append(step)
         return step
@@ -630,7 +679,8 @@ class _Tuner:
             lam_n = _safeguard(lam_n + second_order_step(step.kl - target, d1, d2), lam_n, lo, hi)
         self._fail(
             f"the KL target {target:.4g} nats was not reached in {max_updates} updates of λ",
-            best, f"KL={best.kl:.4g}",
+            best,
+            f"KL={best.kl:.4g}",
         )
 
     def reach_value(self, target: float, max_updates: int, rtol: float) -> None:
@@ -659,7 +709,8 @@ class _Tuner:
             f"the target E f = {target:.6g} was not reached in {max_updates} updates of λ "
             f"(E_p f = {m0:.6g}; the criterion may be bounded below the target, or the flows "
             "too weak)",
-            best, f"E f={best.value:.6g}",
+            best,
+            f"E f={best.value:.6g}",
         )
 
     def _fail(self, what: str, best: TuningStep, reached: str) -> None:
