@@ -299,7 +299,9 @@ def boltzmann_tune(
             ``"affine"`` (RealNVP), or ``factory(features, context)``
             returning a zuko ``LazyTransform``.
         context: ``"parents"``: a tuned site with parents gets a conditional
-            flow reading their values (from :func:`pgmdl.compile`); a mapping
+            flow reading their values (from :func:`pgmdl.compile`; parents in
+            a plate the site is not in, such as a multiset's parts, are left
+            out: ``tuned.contexts`` says what each flow reads); a mapping
             ``{site: [sites]}`` chooses them; ``None``: unconditional flows.
         particle_plate: ``None`` (default): pgmdl runs ``S`` independent
             executions side by side in a plate left of the model's own, and
@@ -466,7 +468,15 @@ def _contexts(graph: ModelGraph, sites: list[str], context: Any) -> dict[str, tu
     if context is None:
         return {}
     if context == "parents":
-        return {s: graph.parents(s) for s in sites if graph.parents(s)}
+        out = {}
+        for s in sites:
+            # a parent in a plate the site is not in (a multiset's parts) has
+            # one value per replicate: it cannot be one context vector
+            inside = set(graph[s].plates)
+            parents = tuple(p for p in graph.parents(s) if set(graph[p].plates) <= inside)
+            if parents:
+                out[s] = parents
+        return out
     if not isinstance(context, Mapping):
         raise TypeError(f"context must be 'parents', None or a mapping, got {context!r}")
     out = {}
