@@ -4,6 +4,7 @@ import doctest
 import importlib
 
 import pytest
+import torch
 
 MODULES = [
     "pgmdl.graph.model_graph",
@@ -22,10 +23,24 @@ MODULES = [
     "pgmdl.multiset.plate",
     "pgmdl.multiset.conditional",
     "pgmdl.datasets.multisets",
+    "pgmdl.boltzmann.flows",
+    "pgmdl.boltzmann.theory",
+    "pgmdl.boltzmann.tune",
+    "pgmdl.boltzmann.diagnostics",
     "pgmdl.datasets.sines",
     "pgmdl.datasets.colour_anchors",
     "pgmdl.datasets.households",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small examples: one thread (two threads on a busy 2-core machine are
+    many times slower for tensors this size)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", MODULES)
