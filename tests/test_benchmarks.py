@@ -115,3 +115,15 @@ def test_compvae_evidence_runs_every_experiment(tmp_path):
     assert len(gaps) == 4 and max(gaps) < 1e-3, gaps
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "anchors_composition.png", "households_metrics.png", "sines_composition.png"]
+
+
+def test_btgm_overhead_times_both_sizes():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "btgm_overhead.py"), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("z=")]
+    assert len(rows) == 2 and all(line.rstrip().endswith("x") for line in rows), result.stdout
