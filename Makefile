@@ -36,6 +36,9 @@ bench: install
 	$(BIN)/python benchmarks/variance_learning.py
 	$(BIN)/python benchmarks/multiset_scale.py
 	$(BIN)/python benchmarks/compvae_evidence.py
+	$(BIN)/python benchmarks/btgm_overhead.py
+	$(BIN)/python benchmarks/btgm_households.py
+	$(BIN)/python benchmarks/btgm_digits.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

@@ -98,23 +98,41 @@ def test_multiset_scale_runs_and_checks_the_all_pairs_reference():
 
 def test_compvae_evidence_runs_every_experiment(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compvae_evidence.py"), "--fast",
-         "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "compvae_evidence.py"),
+            "--fast",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for row in ("sines (eq. 9.15)", "colour anchors", "households, without c",
-                "households, with c", "weekly peak", "top-8h", "flexibility/T"):
+    for row in (
+        "sines (eq. 9.15)",
+        "colour anchors",
+        "households, without c",
+        "households, with c",
+        "weekly peak",
+        "top-8h",
+        "flexibility/T",
+    ):
         assert row in out, out
     # the generated whole does not depend on the order of the parts
-    gaps = [float(line.split("whole")[1].split()[0]) for line in out.splitlines()
-            if "permutation" in line]
+    gaps = [
+        float(line.split("whole")[1].split()[0])
+        for line in out.splitlines()
+        if "permutation" in line
+    ]
     assert len(gaps) == 4 and max(gaps) < 1e-3, gaps
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "anchors_composition.png", "households_metrics.png", "sines_composition.png"]
+        "anchors_composition.png",
+        "households_metrics.png",
+        "sines_composition.png",
+    ]
 
 
 def test_btgm_overhead_times_both_sizes():

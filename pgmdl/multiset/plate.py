@@ -210,4 +210,3 @@ def multiset_plate(name: str, mask: torch.Tensor, *, dim: int = -2) -> MultisetP
             fit the enclosing plates.
     """
     return MultisetPlate(name, mask, dim)
-
