@@ -638,19 +638,19 @@ class _Tuner:
             run = tuned.run(self.num_particles)
             f = tuned.f(run.values, run.size)
             obj = (lam * (f - self.m) - run.log_ratio).mean()
-            grads = torch.autograd.grad(-obj, params, allow_unused=True)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
-            torch.nn.utils.clip_grad_norm_(params, 100.0)
-            optimizer.step()
-            schedule.step()
-            objective = float(obj.detach())
+            objective = float(obj.detach())  # checked before the step: flows stay finite
             if not math.isfinite(objective):
                 raise TuningError(
                     f"the inner objective turned {objective} at λ={lam:.4g}: the criterion "
                     "or the model's log-density is not finite at tuned samples (clamp the "
                     "criterion, or lower lr=)."
                 )
+            grads = torch.autograd.grad(-obj, params, allow_unused=True)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            torch.nn.utils.clip_grad_norm_(params, 100.0)
+            optimizer.step()
+            schedule.step()
             bar.set_postfix(objective=f"{objective:.3f}")
         tuned.lam = lam
         self.snapshots.append((lam, copy.deepcopy(tuned.flows.state_dict())))
