@@ -85,6 +85,11 @@ class TuningStep:
             ``"snapshot λ=…"`` (§10.2.2).
         objective: the inner objective :math:`\\lambda(\\mathbb{E} f - m) - D_{KL}`
             at the end of the inner loop (``m`` = :math:`\\mathbb{E}_p f`).
+        log_z: :math:`\\log Z(\\lambda) = \\log \\mathbb{E}_p e^{\\lambda f}` by importance
+            sampling with the tuned model as proposal,
+            :math:`\\log \\tfrac1n \\sum e^{\\lambda f - r}` (:math:`r` the log-ratio
+            :math:`\\log \\hat p / p`). Unlike the reweighting prediction it sees
+            the tail the flows reached.
     """
 
     lam: float
@@ -98,6 +103,15 @@ class TuningStep:
     theory: TheoryPoint | None = None
     start: str = "identity"
     objective: float = float("nan")
+    log_z: float = float("nan")
+
+    @property
+    def gap(self) -> float:
+        """:math:`D_{KL}(\\hat p \\| \\hat p_\\lambda) = \\log Z - (\\lambda\\mathbb{E} f - D_{KL})`
+        estimated with :attr:`log_z`: how far the flows are from the exact
+        tilted model (0 at the optimum; the importance-sampling estimate of
+        :math:`\\log Z` is biased low, so this is a lower estimate)."""
+        return self.log_z - (self.lam * self.value - self.kl)
 
     def __str__(self) -> str:
         theory = ""
@@ -223,6 +237,7 @@ class TunedModel(nn.Module):
         r = torch.cat(ratios).double()
         m = Moments.of(f)
         n = f.numel()
+        log_z = torch.logsumexp(self.lam * f - r, 0) - math.log(n)
         return TuningStep(
             lam=self.lam,
             kl=float(r.mean()),
@@ -232,6 +247,7 @@ class TunedModel(nn.Module):
             var=m.var,
             third=m.third,
             site_kl={s: float(torch.cat(v).double().mean()) for s, v in sites.items()},
+            log_z=float(log_z),
         )
 
     def theory(self, lams: Sequence[float] | Tensor) -> list[TheoryPoint]:
@@ -667,6 +683,7 @@ class _Tuner:
             theory=reweighted(tuned.f_base, lam),
             start=how,
             objective=objective,
+            log_z=est.log_z,
         )
         tuned.history.append(step)
         return step
