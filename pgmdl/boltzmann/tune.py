@@ -250,6 +250,28 @@ class TunedModel(nn.Module):
             log_z=float(log_z),
         )
 
+    def retune(
+        self,
+        *,
+        lam: float | None = None,
+        target_kl: float | None = None,
+        target_value: float | None = None,
+        max_updates: int = 10,
+        rtol: float = 0.05,
+    ) -> TunedModel:
+        """Move to another member of the family, starting from the current
+        flows: warm when :math:`\\lambda` grows, from a snapshot at a lower
+        :math:`\\lambda` (or the identity) when it decreases (§10.2.2). A
+        :math:`\\lambda` sweep along the Pareto front thus pays one cold
+        start. Exactly one of ``lam``, ``target_kl`` and ``target_value``;
+        the other settings are those of :func:`boltzmann_tune`, and
+        ``history`` grows. Returns ``self``."""
+        tuner = getattr(self, "_tuner", None)
+        if tuner is None:
+            raise TuningError("this TunedModel was not made by boltzmann_tune: nothing to resume.")
+        _check_targets(lam, target_kl, target_value)
+        return tuner.run(lam, target_kl, target_value, max_updates, rtol)
+
     def theory(self, lams: Sequence[float] | Tensor) -> list[TheoryPoint]:
         """The theoretical front (eq. 10.22-10.23) at each :math:`\\lambda`,
         from this model's base samples of :math:`f`."""
@@ -359,11 +381,7 @@ def boltzmann_tune(
         >>> round(step.value, 1), round(step.kl, 1)
         (1.0, 0.5)
     """
-    choices = [x is not None for x in (target_kl, target_value, lam)]
-    if sum(choices) != 1:
-        raise TypeError("pass exactly one of target_kl=, target_value= and lam=.")
-    if target_kl is not None and not (math.isfinite(target_kl) and target_kl > 0):
-        raise ValueError(f"target_kl must be a positive number of nats, got {target_kl!r}")
+    _check_targets(lam, target_kl, target_value)
     for name, v in (
         ("num_particles", num_particles),
         ("steps", steps),
@@ -385,13 +403,16 @@ def boltzmann_tune(
     )
     tuner = _Tuner(tuned, num_particles, steps, lr, num_eval, num_base, progress)
     tuner.setup()
-    if lam is not None:
-        tuner.inner(float(lam))
-    elif target_kl is not None:
-        tuner.reach_kl(float(target_kl), max_updates, rtol)
-    else:
-        tuner.reach_value(float(target_value), max_updates, rtol)
-    return tuned
+    tuned._tuner = tuner
+    return tuner.run(lam, target_kl, target_value, max_updates, rtol)
+
+
+def _check_targets(lam: Any, target_kl: Any, target_value: Any) -> None:
+    choices = [x is not None for x in (target_kl, target_value, lam)]
+    if sum(choices) != 1:
+        raise TypeError("pass exactly one of target_kl=, target_value= and lam=.")
+    if target_kl is not None and not (math.isfinite(target_kl) and target_kl > 0):
+        raise ValueError(f"target_kl must be a positive number of nats, got {target_kl!r}")
 
 
 def prepare(
@@ -689,10 +710,33 @@ class _Tuner:
         return step
 
     # -- outer loops (Algorithms 10.1 and 10.2), in normalized units λn = λ·s
+    def run(
+        self,
+        lam: float | None,
+        target_kl: float | None,
+        target_value: float | None,
+        max_updates: int,
+        rtol: float,
+    ) -> TunedModel:
+        if lam is not None:
+            self.inner(float(lam))
+        elif target_kl is not None:
+            self.reach_kl(float(target_kl), max_updates, rtol)
+        else:
+            self.reach_value(float(target_value), max_updates, rtol)
+        return self.tuned
+
     def reach_kl(self, target: float, max_updates: int, rtol: float) -> None:
         s = self.s
         lo, hi = 0.0, math.inf
         lam_n = math.sqrt(2.0 * target)  # K(0)=0, K'(0)=0, K''(0)=Var_n=1
+        last = self.tuned.history[-1] if self.tuned.history else None
+        if last is not None and last.lam > 0:  # resume: one second-order step from there
+            m = Moments(0.0, last.var / s**2, last.third / s**3)
+            d1, d2 = kl_derivatives(last.lam * s, m)
+            resumed = last.lam * s + second_order_step(last.kl - target, d1, d2)
+            if math.isfinite(resumed) and resumed > 0:
+                lam_n = min(resumed, 4.0 * last.lam * s)
         best: TuningStep | None = None
         for _ in range(max_updates):
             step = self.inner(lam_n / s)

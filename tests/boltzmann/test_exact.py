@@ -163,3 +163,17 @@ def test_positive_site_is_tuned_through_its_support():
     s = tuned.sample(16384)["s"]
     assert bool((s > 0).all())
     assert float(s.mean()) == pytest.approx(alpha / (beta + lam), rel=0.03)
+
+
+def test_retune_sweeps_lambda_with_warm_starts():
+    tuned = pgmdl.boltzmann_tune(gaussian("cpu"), linear, "z", lam=0.5, steps=200)
+    tuned.retune(lam=1.0)
+    tuned.retune(lam=0.7)
+    starts = [step.start for step in tuned.history]
+    assert starts == ["identity", "warm", "snapshot λ=0.5"]
+    for step in tuned.history:
+        assert abs(step.kl - step.lam**2 * quad_form() / 2) < 3 * step.kl_se + 0.02
+    tuned.retune(target_kl=1.0)
+    assert tuned.history[-1].kl == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(TypeError, match="exactly one"):
+        tuned.retune()
