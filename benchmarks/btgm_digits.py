@@ -185,6 +185,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pgmdl  # noqa: E402
+from benchmarks.compile_scale import print_table  # noqa: E402
 from models.digit_critics import (  # noqa: E402
     TrainedCritic,
     train_digit_classifier,
@@ -212,26 +213,6 @@ Criterion = Callable[[dict], torch.Tensor]
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def print_table(rows: list[dict[str, str]], columns: list[tuple[str, str]]) -> None:
-    """Print ``rows`` under ``columns`` (``(key, title)`` pairs); numbers
-    right-aligned, words left-aligned."""
-    headers = [title for _, title in columns]
-    cells = [[row[key] for key, _ in columns] for row in rows]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-
-    def numeric(c: str) -> bool:
-        return c[:1].isdigit() or (c[:1] in "-+" and c[1:2].isdigit())
-
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for line in cells:
-        print(
-            "  ".join(
-                c.rjust(w) if numeric(c) else c.ljust(w) for c, w in zip(line, widths, strict=True)
-            ).rstrip()
-        )
 
 
 def entropy_bits(labels: torch.Tensor, classes: int = 10) -> float:

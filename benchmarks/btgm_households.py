@@ -72,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import pgmdl  # noqa: E402
+from benchmarks.compile_scale import print_table  # noqa: E402
 from models.household_vae import (  # noqa: E402
     TrainedHouseholdVAE,
     household_curves,
@@ -351,24 +352,6 @@ def format_row(result: dict) -> dict[str, str]:
     return row
 
 
-def print_table(rows: list[dict[str, str]], columns: list[tuple[str, str]] | None = None) -> None:
-    """Print ``rows`` under ``columns`` (``(key, title)`` pairs; default: this
-    script's); numbers right-aligned, words left-aligned."""
-    columns = COLUMNS if columns is None else columns
-    headers = [title for _, title in columns]
-    cells = [[row[key] for key, _ in columns] for row in rows]
-    widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for line in cells:
-        print(
-            "  ".join(
-                c.rjust(w) if c[:1].isdigit() or c[:1] == "-" else c.ljust(w)
-                for c, w in zip(line, widths, strict=True)
-            ).rstrip()
-        )
-
-
 def print_profiles(
     results: list[dict], test: Tensor, base_curves: Tensor, args: argparse.Namespace
 ) -> None:
@@ -548,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         problems += p
         notes += n
     print()
-    print_table([format_row(r) for r in results])
+    print_table([format_row(r) for r in results], COLUMNS)
     print(
         "\nE f base: the base model's mean over the base samples; E f tuned and KL reached: "
         f"{args.num_check} fresh samples of the tuned model (± standard errors); E f rejection: "

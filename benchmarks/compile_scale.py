@@ -252,19 +252,22 @@ def format_row(row: dict[str, Any]) -> dict[str, str]:
 
 def print_table(rows: list[dict[str, str]], columns: list[tuple[str, str]] | None = None) -> None:
     """Print ``rows`` under ``columns`` (``(key, title)`` pairs; default: this
-    script's); numbers right-aligned, words left-aligned."""
+    script's); numbers (signed or not) right-aligned, words left-aligned.
+    The other benchmarks print their tables with it."""
     columns = COLUMNS if columns is None else columns
     headers = [title for _, title in columns]
     cells = [[row[key] for key, _ in columns] for row in rows]
     widths = [max(len(line[i]) for line in [headers, *cells]) for i in range(len(headers))]
+
+    def numeric(c: str) -> bool:
+        return c[:1].isdigit() or (c[:1] in "-+" and c[1:2].isdigit())
+
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     print("  ".join("-" * w for w in widths))
     for line in cells:
-        # numbers right-aligned, words left-aligned
         print(
             "  ".join(
-                c.rjust(w) if c[:1].isdigit() else c.ljust(w)
-                for c, w in zip(line, widths, strict=True)
+                c.rjust(w) if numeric(c) else c.ljust(w) for c, w in zip(line, widths, strict=True)
             ).rstrip()
         )
 
