@@ -74,6 +74,15 @@ def test_tuned_model_is_a_pyro_program(decoder, device):
     assert torch.isfinite(trace.nodes["z"]["log_prob"]).all()
 
 
+def test_tuned_model_renders_like_the_original(decoder):
+    tuned = quick(decoder.model, lam=2.0)
+    drawn = pgmdl.render(tuned, model_kwargs={"batch_size": 4}, guide="nami").source
+    original = pgmdl.render(decoder.model, model_kwargs={"batch_size": 4}, guide="nami").source
+    for node in ("z", "mean", "x", "data"):
+        assert node in drawn
+    assert drawn.count("->") == original.count("->")
+
+
 def test_tuned_log_density_is_the_change_of_variables(decoder):
     """log p̂(x̂) from the cached sample equals the inverse-flow evaluation."""
     tuned = quick(decoder.model, lam=3.0)
