@@ -49,7 +49,7 @@ from pgmdl.graph import (
     redundant_edges,
 )
 from pgmdl.guides import NaMIGuide
-from pgmdl.infer import FitResult, fit
+from pgmdl.infer import FitResult, Imputation, LogLikelihood, fit, impute, log_likelihood
 from pgmdl.multiset import multiset_plate
 from pgmdl.observe import MultiscaleObservation, QuasiDeterministic
 from pgmdl.render import render
@@ -61,6 +61,8 @@ __all__ = [
     "DynamicStructureError",
     "FaithfulnessReport",
     "FitResult",
+    "Imputation",
+    "LogLikelihood",
     "GuideAudit",
     "GuideError",
     "GuideWarning",
@@ -91,6 +93,8 @@ __all__ = [
     "compile",
     "compile_model",
     "fit",
+    "impute",
+    "log_likelihood",
     "multiset_plate",
     "invert",
     "is_minimal",

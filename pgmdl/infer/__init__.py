@@ -10,11 +10,29 @@
   (:mod:`pgmdl.infer.diagnostics`) are the diagnostics ``fit`` uses, for
   any hand-written loop too.
 
+* :func:`log_likelihood` (:mod:`pgmdl.infer.likelihood`) estimates
+  :math:`\\log p(x)` by importance sampling with the guide (IWAE, with its
+  standard error), and :func:`impute` (:mod:`pgmdl.infer.impute`) samples
+  missing values (Metropolis-within-Gibbs, pseudo-Gibbs, importance
+  resampling); :mod:`pgmdl.infer.missing` trains with missing values (MIWAE).
+
 Everything else is Pyro's: ELBOs, optimizers and the param store.
 """
 
 from pgmdl.infer.diagnostics import nonfinite_report, site_kl_bits
 from pgmdl.infer.fit import FitResult, fit
+from pgmdl.infer.impute import Imputation, impute
+from pgmdl.infer.likelihood import LogLikelihood, log_likelihood
 from pgmdl.infer.optim import PartitionedOptim
 
-__all__ = ["FitResult", "PartitionedOptim", "fit", "nonfinite_report", "site_kl_bits"]
+__all__ = [
+    "FitResult",
+    "Imputation",
+    "LogLikelihood",
+    "PartitionedOptim",
+    "fit",
+    "impute",
+    "log_likelihood",
+    "nonfinite_report",
+    "site_kl_bits",
+]
