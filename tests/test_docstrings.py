@@ -27,6 +27,8 @@ MODULES = [
     "pgmdl.boltzmann.theory",
     "pgmdl.boltzmann.tune",
     "pgmdl.boltzmann.diagnostics",
+    "pgmdl.infer.likelihood",
+    "pgmdl.infer.missing",
     "pgmdl.datasets.sines",
     "pgmdl.datasets.colour_anchors",
     "pgmdl.datasets.households",

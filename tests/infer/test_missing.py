@@ -162,3 +162,63 @@ def test_bad_input(fa, device):
         pgmdl.impute(fa.model, other_guide, x, torch.ones_like(mask))
     with pytest.raises(ValueError, match="method"):
         pgmdl.impute(fa.model, fa.exact_guide, x, torch.ones_like(mask), method="gibbs")
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        lambda loc: dist.Normal(loc, 0.5),
+        lambda loc: dist.Bernoulli(logits=loc),
+        lambda loc: dist.StudentT(3.0, loc, 0.5),
+    ],
+    ids=["normal", "bernoulli", "student-t"],
+)
+def test_per_dimension_scores_every_factorizing_family(family):
+    from pgmdl.infer.importance import per_dimension
+
+    loc = torch.randn(4, 6)
+    base = family(loc)
+    value = base.sample()
+    per_dim = per_dimension(base.to_event(1), value)
+    assert per_dim.shape == (4, 6)
+    assert torch.allclose(per_dim.sum(-1), base.to_event(1).log_prob(value))
+    masked = per_dimension(base.mask(torch.ones(4, 6, dtype=torch.bool)).to_event(1), value)
+    assert torch.allclose(masked, per_dim)
+    with pytest.raises(ModelError, match="factorize"):
+        per_dimension(dist.MultivariateNormal(loc, torch.eye(6)), value)
+
+
+def test_with_missing_scores_and_trains_on_observed_entries_only():
+    from pgmdl.infer.missing import missing_guide, with_missing
+
+    weight = torch.nn.Parameter(torch.ones(3))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(weight, 1.0).to_event(1), obs=x)
+
+    masked = with_missing(model)
+    x = torch.tensor([[0.0, 5.0, 1.0]])
+    mask = torch.tensor([[True, False, True]])
+    trace = pyro.poutine.trace(masked).get_trace(x, mask=mask)
+    expected = dist.Normal(weight, 1.0).log_prob(x)[0, [0, 2]].sum()
+    assert torch.allclose(trace.log_prob_sum(), expected)
+    trace.log_prob_sum().backward()
+    assert weight.grad[1] == 0 and weight.grad[0] != 0  # the missing entry gives no gradient
+    assert pgmdl.compile(masked, x, mask=mask)["x"].is_observed
+
+    def latent_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample(
+                "x", dist.Normal(z.sum(-1, keepdim=True).expand(-1, 3), 1.0).to_event(1), obs=x
+            )
+
+    guide = missing_guide(with_missing(latent_model))
+    guide(x * mask, mask=mask)  # the encoder reads the zero-filled data
+    with pytest.raises(ModelError, match="Independent"):
+
+        def scalar(x):
+            pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
+
+        pyro.poutine.trace(with_missing(scalar)).get_trace(torch.tensor(0.0), mask=mask)
