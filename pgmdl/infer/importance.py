@@ -207,3 +207,21 @@ def score(
     log_lik = log_lik.expand(num_particles, n, log_lik.shape[-1])
     zeros = log_lik.new_zeros(num_particles, n)
     return Scored(zeros + log_q, zeros + log_prior, log_lik, fn, values, event_dims)
+
+
+def check_guide(graph, guide: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> None:  # noqa: ANN001
+    """The guide must sample exactly the model's latent sites."""
+    trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    sampled = {
+        name
+        for name, node in trace.nodes.items()
+        if node["type"] == "sample"
+        and not node["is_observed"]
+        and type(node["fn"]).__name__ != "_Subsample"
+    }
+    latents = set(graph.latent_sites)
+    if sampled != latents:
+        raise ModelError(
+            f"the guide samples {sorted(sampled)} but the model's latent sites are "
+            f"{sorted(latents)}: is it the guide of another model?"
+        )

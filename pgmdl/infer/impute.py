@@ -41,9 +41,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from pgmdl.errors import ModelError
 from pgmdl.graph.compile import compile_model
-from pgmdl.infer.importance import Layout, layout, observed_site, score
+from pgmdl.infer.importance import Layout, check_guide, layout, observed_site, score
 
 METHODS = ("mwg", "pseudo-gibbs", "importance")
 
@@ -151,7 +150,7 @@ def impute(
     args, kwargs = arguments(filled)
     graph = compile_model(model, args, kwargs, num_traces=1)
     lay = layout(graph, observed_site(graph, site))
-    _check_guide(graph, guide, args, kwargs)
+    check_guide(graph, guide, args, kwargs)
     n = data.shape[0]
     with torch.no_grad():
         if method == "importance":
@@ -160,25 +159,6 @@ def impute(
             )
         return _gibbs(
             model, guide, arguments, filled, mask, lay, n, method, num_steps, num_samples, burn_in
-        )
-
-
-def _check_guide(graph, guide, args, kwargs) -> None:  # noqa: ANN001
-    from pyro import poutine
-
-    trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    sampled = {
-        name
-        for name, node in trace.nodes.items()
-        if node["type"] == "sample"
-        and not node["is_observed"]
-        and type(node["fn"]).__name__ != "_Subsample"
-    }
-    latents = set(graph.latent_sites)
-    if sampled != latents:
-        raise ModelError(
-            f"the guide samples {sorted(sampled)} but the model's latent sites are "
-            f"{sorted(latents)}: is it the guide of another model?"
         )
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from pgmdl.errors import ModelError
 from pgmdl.graph.compile import compile_model
-from pgmdl.infer.importance import layout, observed_site, score
+from pgmdl.infer.importance import check_guide, layout, observed_site, score
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,9 @@ def log_likelihood(
 
     Raises:
         ModelError: no single observed site, latents shared across data
-            points, or an observed site that does not factorize over one
-            event dimension.
+            points, an observed site that does not factorize over one event
+            dimension, or a guide that does not sample the model's latents
+            (the guide of another model).
 
     Example:
         >>> import pyro, pyro.distributions as dist
@@ -143,6 +144,7 @@ def log_likelihood(
     args, kwargs = _arguments(data, model_args, model_kwargs)
     graph = compile_model(model, args, kwargs, num_traces=1)
     lay = layout(graph, observed_site(graph, site))
+    check_guide(graph, guide, args, kwargs)
     n = graph.plates[graph[lay.site].plates[0]].subsample_size
     chunks = []
     done = 0

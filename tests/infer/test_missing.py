@@ -222,3 +222,12 @@ def test_with_missing_scores_and_trains_on_observed_entries_only():
             pyro.sample("x", dist.Normal(0.0, 1.0), obs=x)
 
         pyro.poutine.trace(with_missing(scalar)).get_trace(torch.tensor(0.0), mask=mask)
+
+
+def test_log_likelihood_rejects_another_models_guide(fa, device):
+    def other_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("h", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+
+    with pytest.raises(ModelError, match="another model"):
+        pgmdl.log_likelihood(fa.model, other_guide, torch.zeros(3, X_DIM, device=device))
