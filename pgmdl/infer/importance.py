@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyro
+import torch
 from pyro import poutine
 from torch import Tensor
 from torch.distributions import Distribution, Independent
@@ -120,9 +121,13 @@ def layout(graph, site: str) -> Layout:  # noqa: ANN001
 
 def per_dimension(fn: Distribution, value: Tensor) -> Tensor:
     """Log-density of each dimension of ``value`` under a distribution that
-    factorizes over its last (event) dimension (``Independent`` and masked
-    wrappers removed)."""
+    factorizes over its last (event) dimension (``Independent`` wrappers
+    removed; the masks of masked wrappers, as :func:`~pgmdl.infer.missing.with_missing`
+    sets, are applied: a masked entry scores 0)."""
+    masks = []
     while isinstance(fn, Independent) or type(fn).__name__ == "MaskedDistribution":
+        if type(fn).__name__ == "MaskedDistribution":
+            masks.append(fn._mask)
         fn = fn.base_dist
     if len(fn.event_shape) != 0:
         raise ModelError(
@@ -130,7 +135,10 @@ def per_dimension(fn: Distribution, value: Tensor) -> Tensor:
             "(its per-dimension log-density is not available): use an Independent "
             "per-dimension family (Normal, Bernoulli, StudentT, QuasiDeterministic)."
         )
-    return fn.log_prob(value)
+    out = fn.log_prob(value)
+    for mask in masks:
+        out = torch.where(torch.as_tensor(mask, device=out.device), out, out.new_zeros(()))
+    return out
 
 
 def _reduce(lp: Tensor, lay: Layout, num: int, n: int) -> Tensor:

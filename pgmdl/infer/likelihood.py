@@ -97,6 +97,7 @@ def log_likelihood(
     *,
     num_particles: int = 1000,
     particle_batch: int = 100,
+    mask: Tensor | None = None,
     site: str | None = None,
     model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
@@ -112,6 +113,10 @@ def log_likelihood(
         num_particles: :math:`K`.
         particle_batch: particles drawn per vectorized run (memory: the
             model runs on ``particle_batch × N`` points at once).
+        mask: ``(N, D)`` booleans, True where observed: estimate the
+            likelihood of the observed entries, :math:`\\log p(x_o)` (the
+            guide reads the data as given: zero-fill the missing entries for
+            a guide trained that way).
         site: the observed site (default: the model's only one).
         model_args, model_kwargs: further arguments of the model.
 
@@ -146,12 +151,19 @@ def log_likelihood(
     lay = layout(graph, observed_site(graph, site))
     check_guide(graph, guide, args, kwargs)
     n = graph.plates[graph[lay.site].plates[0]].subsample_size
+    if mask is not None:
+        mask = mask.to(torch.bool)
+        if mask.shape != (n, graph[lay.site].event_shape[0]):
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)}, the data "
+                f"({n}, {graph[lay.site].event_shape[0]}): they must match entry for entry."
+            )
     chunks = []
     done = 0
     with torch.no_grad():
         while done < num_particles:
             k = min(particle_batch, num_particles - done)
-            chunks.append(score(model, guide, args, kwargs, lay, k, n).log_weights())
+            chunks.append(score(model, guide, args, kwargs, lay, k, n).log_weights(mask))
             done += k
     log_w = torch.cat(chunks).double()  # (K, N)
     if not bool(torch.isfinite(log_w).all()):

@@ -231,3 +231,30 @@ def test_log_likelihood_rejects_another_models_guide(fa, device):
 
     with pytest.raises(ModelError, match="another model"):
         pgmdl.log_likelihood(fa.model, other_guide, torch.zeros(3, X_DIM, device=device))
+
+
+def test_log_likelihood_of_observed_entries():
+    """z ~ N(0, 1), x_d | z ~ N(z, 1): log p(x_1) = log N(x_1; 0, 2), through a
+    with_missing model or the mask= argument."""
+    from pgmdl.infer.missing import with_missing
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample(
+                "x", dist.Normal(z[..., None].expand(z.shape + (2,)), 1.0).to_event(1), obs=x
+            )
+
+    def guide(x, mask=None):  # the exact posterior given x_1 alone: N(x_1 / 2, 1/2)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x[:, 0] / 2, 0.5**0.5))
+
+    x = torch.tensor([[1.0, 0.0], [-2.0, 0.0]])
+    mask = torch.tensor([[True, False], [True, False]])
+    exact = dist.Normal(0.0, 2**0.5).log_prob(x[:, 0])
+    ll = pgmdl.log_likelihood(with_missing(model), guide, {"x": x, "mask": mask}, num_particles=10)
+    assert torch.allclose(ll.per_point, exact, atol=1e-5)
+    ll = pgmdl.log_likelihood(model, guide, x, mask=mask, num_particles=10)
+    assert torch.allclose(ll.per_point, exact, atol=1e-5)
+    with pytest.raises(ValueError, match="must match"):
+        pgmdl.log_likelihood(model, guide, x, mask=mask[:, :1])
