@@ -33,6 +33,7 @@ from torch import Tensor
 
 from pgmdl.errors import ModelError
 from pgmdl.graph.compile import compile_model
+from pgmdl.infer.fit import _prepare_data
 from pgmdl.infer.importance import check_guide, layout, observed_site, score
 
 
@@ -80,14 +81,10 @@ class LogLikelihood:
 
 
 def _arguments(data: Any, model_args: tuple, model_kwargs: Mapping[str, Any] | None):
-    """``fit``'s convention: a tensor is the first positional argument, a tuple
-    the positional arguments, a mapping keyword arguments."""
-    kwargs = dict(model_kwargs or {})
-    if isinstance(data, Mapping):
-        return tuple(model_args), {**kwargs, **data}
-    if isinstance(data, (tuple, list)):
-        return tuple(data) + tuple(model_args), kwargs
-    return (data,) + tuple(model_args), kwargs
+    """:func:`pgmdl.fit`'s convention (and checks): a tensor is the first
+    positional argument, a tuple the positional arguments, a mapping keywords."""
+    args, kwargs, _, _ = _prepare_data(data, None)
+    return args + tuple(model_args), {**dict(model_kwargs or {}), **kwargs}
 
 
 def log_likelihood(
