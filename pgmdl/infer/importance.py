@@ -21,7 +21,8 @@ data plate (one value per data point).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,28 @@ class Layout:
     site: str
     particle_dim: int
     data_dim: int
+
+
+@contextlib.contextmanager
+def evaluating(*fns: Any) -> Iterator[None]:
+    """Put the ``nn.Module`` behind each of ``fns`` (a module, or a bound
+    method of one) in eval mode, and restore each module's mode after:
+    estimating must not move a guide's running statistics (ParentNorm,
+    batch norm) or use its dropout."""
+    modules = []
+    for fn in fns:
+        for owner in (fn, getattr(fn, "__self__", None)):
+            if isinstance(owner, torch.nn.Module) and owner not in modules:
+                modules.append(owner)
+    modes = [{m: m.training for m in module.modules()} for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for saved in modes:
+            for m, training in saved.items():
+                m.training = training
 
 
 def observed_site(graph, site: str | None) -> str:  # noqa: ANN001 - a ModelGraph
@@ -219,7 +242,8 @@ def score(
 
 def check_guide(graph, guide: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> None:  # noqa: ANN001
     """The guide must sample exactly the model's latent sites."""
-    trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    with torch.no_grad(), evaluating(guide):
+        trace = poutine.trace(guide).get_trace(*args, **kwargs)
     sampled = {
         name
         for name, node in trace.nodes.items()

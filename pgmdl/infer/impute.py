@@ -42,7 +42,14 @@ import torch
 from torch import Tensor
 
 from pgmdl.graph.compile import compile_model
-from pgmdl.infer.importance import Layout, check_guide, layout, observed_site, score
+from pgmdl.infer.importance import (
+    Layout,
+    check_guide,
+    evaluating,
+    layout,
+    observed_site,
+    score,
+)
 
 METHODS = ("mwg", "pseudo-gibbs", "importance")
 
@@ -152,7 +159,7 @@ def impute(
     lay = layout(graph, observed_site(graph, site))
     check_guide(graph, guide, args, kwargs)
     n = data.shape[0]
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, guide):
         if method == "importance":
             return _importance(
                 model, guide, arguments, filled, mask, lay, n, num_particles, num_samples

@@ -34,7 +34,7 @@ from torch import Tensor
 from pgmdl.errors import ModelError
 from pgmdl.graph.compile import compile_model
 from pgmdl.infer.fit import _prepare_data
-from pgmdl.infer.importance import check_guide, layout, observed_site, score
+from pgmdl.infer.importance import check_guide, evaluating, layout, observed_site, score
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def log_likelihood(
             )
     chunks = []
     done = 0
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model, guide):
         while done < num_particles:
             k = min(particle_batch, num_particles - done)
             chunks.append(score(model, guide, args, kwargs, lay, k, n).log_weights(mask))

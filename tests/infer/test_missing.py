@@ -258,3 +258,27 @@ def test_log_likelihood_of_observed_entries():
     assert torch.allclose(ll.per_point, exact, atol=1e-5)
     with pytest.raises(ValueError, match="must match"):
         pgmdl.log_likelihood(model, guide, x, mask=mask[:, :1])
+
+
+def test_estimates_leave_a_guide_in_training_mode_untouched():
+    """Running statistics (NaMIGuide's ParentNorm) must not move while estimating."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            loc = z.sum(-1, keepdim=True).expand(z.shape[:-1] + (4,))
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    x = torch.randn(64, 4) + 3.0
+    guide = pgmdl.NaMIGuide(model)
+    guide(x)
+    guide.train()
+    before = {k: v.clone() for k, v in guide.state_dict().items()}
+    pgmdl.log_likelihood(model, guide, x[:8], num_particles=20)
+    mask = torch.ones(8, 4, dtype=torch.bool)
+    mask[:, :2] = False
+    pgmdl.impute(model, guide, x[:8], mask, method="mwg", num_steps=5)
+    pgmdl.impute(model, guide, x[:8], mask, method="importance", num_particles=10)
+    after = guide.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert guide.training
