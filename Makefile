@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/btgm_overhead.py
 	$(BIN)/python benchmarks/btgm_households.py
 	$(BIN)/python benchmarks/btgm_digits.py
+	$(BIN)/python benchmarks/missing_digits.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache
