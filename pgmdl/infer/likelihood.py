@@ -46,12 +46,15 @@ class LogLikelihood:
         se: their Monte-Carlo standard errors, ``(N,)``.
         num_particles: :math:`K`.
         ess: the effective sample size of each point's weights, ``(N,)``.
+        observed_only: the estimate is :math:`\\log p(x_o)`, over the entries a
+            mask said were observed.
     """
 
     per_point: Tensor
     se: Tensor
     num_particles: int
     ess: Tensor
+    observed_only: bool = False
 
     @property
     def total(self) -> float:
@@ -74,8 +77,9 @@ class LogLikelihood:
         return self.total_se / self.per_point.numel()
 
     def __str__(self) -> str:
+        what = "log p(x_o)" if self.observed_only else "log p(x)"
         return (
-            f"log p(x) ≈ {self.mean:.4f} ± {self.mean_se:.2g} nats per point "
+            f"{what} ≈ {self.mean:.4f} ± {self.mean_se:.2g} nats per point "
             f"({self.per_point.numel()} points, K={self.num_particles})"
         )
 
@@ -175,4 +179,4 @@ def log_likelihood(
     w = torch.softmax(log_w, 0)
     ess = 1.0 / (w * w).sum(0)
     se = ((k / ess - 1.0).clamp(min=0.0) / k).sqrt()
-    return LogLikelihood(estimate.float(), se.float(), k, ess.float())
+    return LogLikelihood(estimate.float(), se.float(), k, ess.float(), mask is not None)
