@@ -31,7 +31,7 @@ from pgmdl.boltzmann.handler import (
     particles_first,
     run_particles,
 )
-from pgmdl.boltzmann.tune import Criterion, prepare
+from pgmdl.boltzmann.tune import Criterion, _particle_dim, prepare
 from pgmdl.errors import TuningError
 from pgmdl.graph.compile import compile_model
 
@@ -140,8 +140,7 @@ def rejection_sample(
         raise ValueError(f"rate must be in (0, 1), got {rate!r}")
     model_kwargs = dict(model_kwargs or {})
     graph = compile_model(model, model_args, model_kwargs, num_traces=1)
-    dims = [p.dim for p in graph.plates.values() if p.dim is not None]
-    particle_dim = min(dims, default=0) - 1
+    particle_dim = _particle_dim(graph, [], None)
     fs: list[Tensor] = []
     stash: list[dict[str, Tensor]] = []
     done = 0

@@ -29,6 +29,7 @@ arXiv:2104.05252 (2021); V. Berger, PhD thesis (2022), chapter 10.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -691,20 +692,11 @@ class _Tuner:
             bar.set_postfix(objective=f"{objective:.3f}")
         tuned.lam = lam
         self.snapshots.append((lam, copy.deepcopy(tuned.flows.state_dict())))
-        est = tuned.estimate(self.num_eval)
-        step = TuningStep(
-            lam=lam,
-            kl=est.kl,
-            kl_se=est.kl_se,
-            value=est.value,
-            value_se=est.value_se,
-            var=est.var,
-            third=est.third,
-            site_kl=est.site_kl,
+        step = dataclasses.replace(
+            tuned.estimate(self.num_eval),
             theory=reweighted(tuned.f_base, lam),
             start=how,
             objective=objective,
-            log_z=est.log_z,
         )
         tuned.history.append(step)
         return step

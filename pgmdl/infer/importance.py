@@ -205,9 +205,7 @@ def score(
     names = [
         name
         for name, node in guide_trace.nodes.items()
-        if node["type"] == "sample"
-        and type(node["fn"]).__name__ != "_Subsample"
-        and not node["is_observed"]
+        if _is_sample(node) and not node["is_observed"]
     ]
     log_q: Tensor | float = 0.0
     log_prior: Tensor | float = 0.0
@@ -222,7 +220,7 @@ def score(
         event_dims[name] = len(node["fn"].event_shape)
     obs_node = None
     for name, node in model_trace.nodes.items():
-        if node["type"] != "sample" or type(node["fn"]).__name__ == "_Subsample":
+        if not _is_sample(node):
             continue
         if name == lay.site:
             obs_node = node
@@ -240,16 +238,17 @@ def score(
     return Scored(zeros + log_q, zeros + log_prior, log_lik, fn, values, event_dims)
 
 
+def _is_sample(node: Mapping[str, Any]) -> bool:
+    """A sample site (not a plate's subsample message)."""
+    return node["type"] == "sample" and type(node["fn"]).__name__ != "_Subsample"
+
+
 def check_guide(graph, guide: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> None:  # noqa: ANN001
     """The guide must sample exactly the model's latent sites."""
     with torch.no_grad(), evaluating(guide):
         trace = poutine.trace(guide).get_trace(*args, **kwargs)
     sampled = {
-        name
-        for name, node in trace.nodes.items()
-        if node["type"] == "sample"
-        and not node["is_observed"]
-        and type(node["fn"]).__name__ != "_Subsample"
+        name for name, node in trace.nodes.items() if _is_sample(node) and not node["is_observed"]
     }
     latents = set(graph.latent_sites)
     if sampled != latents:
