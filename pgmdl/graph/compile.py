@@ -40,6 +40,7 @@ from pgmdl.errors import DynamicStructureError, ModelError, StructureWarning
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.sites import PlateInfo, SiteInfo
 from pgmdl.graph.tracing import PlateFrame, TraceRecord, trace_structure
+from pgmdl.graph.views import ArgumentRef
 
 
 def compile(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelGraph:  # noqa: A001
@@ -172,29 +173,40 @@ class _Site:
 
 
 def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
-    """Turn argument provenance into edges: an argument whose value is an
-    observed site stands for that site; the others are inputs."""
-    bindings: dict[str, list[str]] = defaultdict(list)
+    """Turn argument provenance into edges.
+
+    An observed site whose value is (a view of) an argument stands for the
+    part of the argument it reads (:class:`~pgmdl.graph.views.ArgumentRef`
+    regions): a site that reads elements of that part gets the observed site
+    as a parent; the elements no observed site owns are an input.
+    """
+    bindings: dict[str, list[tuple[str, ArgumentRef]]] = defaultdict(list)
     for site in record.sites.values():
-        for path in site.value_args:
-            bindings[path].append(site.name)
+        if site.value_ref is not None:
+            bindings[site.value_ref.path].append((site.name, site.value_ref))
 
     resolved: dict[str, _Site] = {}
     for site in record.sites.values():
         data = set(site.parent_sites)
         inputs = set()
-        for path in site.parent_args:
-            bound = bindings.get(path)
+        for ref in site.parent_refs:
+            bound = bindings.get(ref.path)
             if not bound:
-                inputs.add(path)
-            elif site.name in bound:
-                raise ModelError(
-                    f"the distribution of observed site {site.name!r} in model {model_name!r} is "
-                    f"computed from its own observed value (argument {path!r}); a site cannot be "
-                    "its own parent."
-                )
-            else:
-                data.update(bound)
+                inputs.add(ref.path)
+                continue
+            owners = [(name, owned) for name, owned in bound if ref.overlaps(owned)]
+            for name, owned in owners:
+                if name == site.name:
+                    raise ModelError(
+                        f"the distribution of observed site {site.name!r} in model "
+                        f"{model_name!r} reads {ref.describe()}, which overlaps the site's own "
+                        f"observed value {owned.describe()}: a site cannot be its own parent. "
+                        "Compute its parameters from other arguments or other elements of "
+                        f"{ref.path!r}."
+                    )
+                data.add(name)
+            if _reads_beyond(ref, [owned for _, owned in bound]):
+                inputs.add(ref.path)
         control = set()
         for escape in record.escapes:
             if escape.position <= site.order:
@@ -202,11 +214,11 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
                 control |= {
                     s
                     for path in escape.args
-                    for s in bindings.get(path, ())
+                    for s, _ in bindings.get(path, ())
                     if record.sites[s].order < escape.position
                 }
         control -= data | {site.name}
-        bound_argument = next(iter(site.value_args)) if len(site.value_args) == 1 else None
+        bound_argument = site.value_ref.path if site.value_ref is not None else None
         info = SiteInfo(
             name=site.name,
             kind=site.kind,  # type: ignore[arg-type]
@@ -218,6 +230,7 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             plates=tuple(f.name for f in site.plates),
             order=site.order,
             bound_argument=bound_argument,
+            bound_view=site.value_ref,
             inputs=tuple(sorted(inputs)),
             enumerate=site.enumerate,
             observation=site.observation,
@@ -225,6 +238,16 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
         )
         resolved[site.name] = _Site(info, site.plates, frozenset(data), frozenset(control))
     return resolved
+
+
+def _reads_beyond(ref: ArgumentRef, owned: list[ArgumentRef]) -> bool:
+    """Whether ``ref`` reads elements of its argument that no observed site owns."""
+    if any(o.shape != ref.shape for o in owned):
+        return True
+    covered = owned[0].region.clone()
+    for o in owned[1:]:
+        covered |= o.region
+    return bool((ref.region & ~covered).any())
 
 
 # --------------------------------------------------------------------------- comparing runs
@@ -250,6 +273,7 @@ def _compare(runs: list[dict[str, _Site]]) -> list[str]:
         ("control parents", lambda s: sorted(s.control_parents)),
         ("inputs", lambda s: s.info.inputs),
         ("bound argument", lambda s: s.info.bound_argument),
+        ("observed view", lambda s: s.info.bound_view and s.info.bound_view.describe()),
         ("observation model", lambda s: s.info.observation),
     ]
     for name in sorted(everywhere, key=lambda n: runs[0][n].info.order):

@@ -220,7 +220,11 @@ class ModelGraph:
         if self._inputs:
             lines += ["", "inputs (model arguments that are not site values):"]
             lines += [f"  {path} -> {', '.join(sites)}" for path, sites in self._inputs.items()]
-        bound = {n: s.bound_argument for n, s in self._sites.items() if s.bound_argument}
+        bound = {
+            n: s.bound_view.describe() if s.bound_view is not None else s.bound_argument
+            for n, s in self._sites.items()
+            if s.bound_argument
+        }
         if bound:
             lines += ["", "observed values come from arguments:"]
             lines += [f"  {n} <- {arg}" for n, arg in bound.items()]

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import torch
 from pyro.distributions import constraints
 
+from pgmdl.graph.views import ArgumentRef
+
 SiteKind = Literal["latent", "observed", "deterministic"]
 
 MULTISET_MASKS_KEY = "multiset_masks"
@@ -101,6 +103,10 @@ class SiteInfo:
             model argument, that argument's name (``"x"``, or ``"data[0]"``
             inside a tuple): this is how an amortized guide finds the site's
             value at call time.
+        bound_view: how the observed value derives from ``bound_argument``
+            (``data[:, 0]``, ``x.reshape(-1, 784)``): an
+            :class:`~pgmdl.graph.views.ArgumentRef` whose ``replay`` reads the
+            value from another call's argument.
         inputs: model arguments that feed the site's distribution without
             being the value of any site (a conditional VAE's context ``c``).
         enumerate: the site's ``infer["enumerate"]`` hint, if any.
@@ -126,6 +132,7 @@ class SiteInfo:
     plates: tuple[str, ...]
     order: int
     bound_argument: str | None = None
+    bound_view: ArgumentRef | None = field(default=None, compare=False, repr=False)
     inputs: tuple[str, ...] = ()
     enumerate: str | None = None
     observation: str | None = None
@@ -160,6 +167,7 @@ class SiteInfo:
             "plates": list(self.plates),
             "order": self.order,
             "bound_argument": self.bound_argument,
+            "bound_view": self.bound_view.describe() if self.bound_view is not None else None,
             "inputs": list(self.inputs),
             "enumerate": self.enumerate,
             "observation": self.observation,

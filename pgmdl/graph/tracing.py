@@ -25,9 +25,14 @@ It goes further than ``get_dependencies`` in three ways:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
+import dataclasses
 import inspect
 import os
 import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,15 +54,9 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent
 from torch.overrides import TorchFunctionMode
 
-from pgmdl.errors import ModelError
+from pgmdl.errors import ModelError, StructureWarning
 from pgmdl.graph.sites import MULTISET_MASKS_KEY
-
-
-@dataclass(frozen=True)
-class ArgumentRef:
-    """Provenance tag of a model argument (``path`` is ``"x"`` or ``"data[0]"``)."""
-
-    path: str
+from pgmdl.graph.views import VIEW_FUNCS, ArgumentRef, PlateIndex, record_view
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,8 @@ class SiteRecord:
     value_args: frozenset[str]
     observation: str | None = None
     derived_from: tuple[str, Any] | None = None
+    parent_refs: frozenset[ArgumentRef] = frozenset()
+    value_ref: ArgumentRef | None = None
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,22 @@ class Escape:
     position: int  # how many sites had been recorded when it happened
 
 
+@dataclass(frozen=True)
+class ArgumentWrite:
+    """An in-place write into a model argument's memory (``x[:, 0] = z``)."""
+
+    path: str
+    operation: str
+    location: str
+    sites: frozenset[str]
+
+
 @dataclass
 class TraceRecord:
     sites: dict[str, SiteRecord] = field(default_factory=dict)
     escapes: list[Escape] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
+    argument_writes: list[ArgumentWrite] = field(default_factory=list)
 
 
 def trace_structure(
@@ -122,8 +134,9 @@ def trace_structure(
     """
     record = TraceRecord()
     tagged_args, tagged_kwargs = tag_arguments(model, args, kwargs, model_name)
+    refinement = _ProvenanceRefinement(record)
     try:
-        with torch.no_grad(), _ProvenanceRefinement(record), _SiteRecorder(record, model_name):
+        with torch.no_grad(), refinement, _SiteRecorder(record, model_name, refinement):
             model(*tagged_args, **tagged_kwargs)
     except ModelError:
         raise
@@ -177,15 +190,41 @@ def tag_arguments(
 
 
 def _tag(value: Any, path: str) -> Any:
+    """``value`` with every tensor in it tagged; containers keep their type.
+
+    Tuples and lists (namedtuples such as ``PackedSequence`` included), dicts,
+    dataclasses and namespaces (``argparse.Namespace``) are rebuilt around
+    their tagged tensors, so the model receives the same kind of object;
+    anything else (a config object, a module, a number) passes untouched.
+    """
     if isinstance(value, ProvenanceTensor):
         return value
     if isinstance(value, torch.Tensor):
-        return TaggedTensor(value, frozenset({ArgumentRef(path)}))
-    if isinstance(value, tuple | list):
-        tagged = [_tag(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return tuple(tagged) if isinstance(value, tuple) else tagged
+        return TaggedTensor(value, frozenset({ArgumentRef(path, tuple(value.shape))}))
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return value._make(_tag(v, f"{path}[{i}]") for i, v in enumerate(value))
+    if type(value) in (tuple, list):
+        return type(value)(_tag(v, f"{path}[{i}]") for i, v in enumerate(value))
     if isinstance(value, dict):
-        return {k: _tag(v, f"{path}[{k!r}]") for k, v in value.items()}
+        out = copy.copy(value)
+        for key, item in value.items():
+            out[key] = _tag(item, f"{path}[{key!r}]")
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = copy.copy(value)
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name, None)
+            tagged = _tag(item, f"{path}.{f.name}")
+            if tagged is not item:
+                object.__setattr__(out, f.name, tagged)
+        return out
+    if isinstance(value, argparse.Namespace | types.SimpleNamespace):
+        out = copy.copy(value)
+        for key, item in vars(value).items():
+            tagged = _tag(item, f"{path}.{key}")
+            if tagged is not item:
+                setattr(out, key, tagged)
+        return out
     return value
 
 
@@ -203,6 +242,10 @@ class TaggedTensor(ProvenanceTensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        if func in VIEW_FUNCS and args and isinstance(args[0], ProvenanceTensor):
+            viewed = _exact_view(func, args, kwargs)
+            if viewed is not None:
+                return viewed
         provenance: frozenset = frozenset()
         try:
             plain_args, provenance = _strip_flat(args, provenance)
@@ -210,10 +253,11 @@ class TaggedTensor(ProvenanceTensor):
             for key, value in kwargs.items():
                 plain_kwargs[key], provenance = _strip_flat_value(value, provenance)
         except _NotFlat:
-            return super().__torch_function__(func, types, args, kwargs)
+            return _mark_inexact(super().__torch_function__(func, types, args, kwargs))
         result = func(*plain_args, **plain_kwargs)
         if not provenance:
             return result
+        provenance = inexact(provenance)
         if isinstance(result, torch.Tensor):
             return TaggedTensor(result, provenance)
         if type(result) in (tuple, list):
@@ -221,6 +265,78 @@ class TaggedTensor(ProvenanceTensor):
                 TaggedTensor(r, provenance) if isinstance(r, torch.Tensor) else r for r in result
             )
         return track_provenance(result, provenance)
+
+
+def inexact(provenance: frozenset) -> frozenset:
+    """``provenance`` after an operation that is not a view: argument refs
+    keep their region but can no longer be replayed."""
+    if not any(isinstance(p, ArgumentRef) and p.exact for p in provenance):
+        return provenance
+    return frozenset(p.inexact() if isinstance(p, ArgumentRef) else p for p in provenance)
+
+
+def _mark_inexact(result: Any) -> Any:
+    if isinstance(result, ProvenanceTensor):
+        return TaggedTensor(result._t, inexact(result._provenance))
+    if type(result) in (tuple, list):
+        return type(result)(_mark_inexact(r) for r in result)
+    return result
+
+
+_REJECT = object()
+
+
+def _exact_view(func: Any, args: tuple, kwargs: dict) -> Any:
+    """``func(*args, **kwargs)`` tagged as one more view of an argument, when
+    ``args[0]`` is an exact view of one argument and nothing else carries
+    provenance (except plate subsample indices); else None."""
+    source = args[0]
+    if len(source._provenance) != 1:
+        return None
+    (ref,) = source._provenance
+    if not isinstance(ref, ArgumentRef) or not ref.exact:
+        return None
+    slots: list[tuple[tuple[int, ...], str]] = []
+    plain = [source._t]
+    for i, arg in enumerate(args[1:], 1):
+        arg = _plain_view_arg(arg, (i,), slots)
+        if arg is _REJECT:
+            return None
+        plain.append(arg)
+    if kwargs and get_provenance(kwargs):
+        return None
+    result = func(*plain, **kwargs)
+    ops = record_view(func, ref, tuple(plain), {**kwargs, "__plate_slots__": tuple(slots)}, result)
+    if isinstance(result, tuple | list):
+        return type(result)(
+            TaggedTensor(r, frozenset({ref.then(op)})) if isinstance(r, torch.Tensor) else r
+            for r, op in zip(result, ops, strict=True)
+        )
+    if not isinstance(result, torch.Tensor):
+        return result
+    return TaggedTensor(result, frozenset({ref.then(ops)}))
+
+
+def _plain_view_arg(arg: Any, slot: tuple[int, ...], slots: list) -> Any:
+    """A view's other argument without provenance; plate subsample indices
+    are noted in ``slots``; any other provenance rejects the view."""
+    if isinstance(arg, ProvenanceTensor):
+        plates = [p for p in arg._provenance if isinstance(p, PlateIndex)]
+        if len(plates) != 1 or len(arg._provenance) != 1:
+            return _REJECT
+        slots.append((slot, plates[0].plate))
+        return arg._t
+    if type(arg) is tuple and len(slot) == 1:  # an indexing key
+        items = []
+        for k, item in enumerate(arg):
+            item = _plain_view_arg(item, (slot[0], k), slots)
+            if item is _REJECT:
+                return _REJECT
+            items.append(item)
+        return tuple(items)
+    if isinstance(arg, list | dict | set) and get_provenance(arg):
+        return _REJECT
+    return arg
 
 
 class _NotFlat(Exception):
@@ -278,13 +394,22 @@ def unwrap_distribution(fn: Any) -> Any:
 class _SiteRecorder(Messenger):
     """Record every sample and deterministic site and retag its value with its name."""
 
-    def __init__(self, record: TraceRecord, model_name: str) -> None:
+    def __init__(
+        self, record: TraceRecord, model_name: str, refinement: _ProvenanceRefinement
+    ) -> None:
         super().__init__()
         self.record = record
         self.model_name = model_name
+        self.refinement = refinement
 
     def _pyro_post_sample(self, msg: dict) -> None:
         if site_is_subsample(msg):
+            # ``with pyro.plate(...) as ind``: views indexed by ``ind`` replay
+            # with the guide's own plate (see pgmdl.graph.views)
+            if isinstance(msg["value"], torch.Tensor) and not isinstance(
+                msg["value"], ProvenanceTensor
+            ):
+                msg["value"] = TaggedTensor(msg["value"], frozenset({PlateIndex(msg["name"])}))
             return
         name = msg["name"]
         if name in self.record.sites:
@@ -305,13 +430,15 @@ class _SiteRecorder(Messenger):
         else:
             kind = "latent"
 
-        parent_provenance = _distribution_provenance(fn, value)
-        if isinstance(msg["mask"], torch.Tensor):
-            parent_provenance |= get_provenance(msg["mask"])
-        if isinstance(msg["scale"], torch.Tensor):
-            parent_provenance |= get_provenance(msg["scale"])
+        lookup = self.refinement.written
+        parent_provenance = _distribution_provenance(fn, value, lookup)
+        for key in ("mask", "scale"):
+            if isinstance(msg[key], torch.Tensor):
+                parent_provenance |= get_provenance(msg[key]) | lookup(msg[key])
         parent_sites, parent_args = split_provenance(parent_provenance)
-        value_sites, value_args = split_provenance(value_provenance)
+        value_ref = _exact_ref(value_provenance) if kind == "observed" else None
+        if lookup(msg["value"]):  # written in place: not a view of the argument
+            value_ref = None
         multiset_masks = msg["infer"].get(MULTISET_MASKS_KEY, {})
 
         self.record.sites[name] = SiteRecord(
@@ -337,10 +464,12 @@ class _SiteRecorder(Messenger):
             order=len(self.record.sites),
             parent_sites=parent_sites - {name},
             parent_args=parent_args,
-            # only an observed value that is a pure argument binds it to the site
-            value_args=value_args if kind == "observed" and not value_sites else frozenset(),
+            # only an observed value that is (a view of) one argument binds it to the site
+            value_args=frozenset({value_ref.path}) if value_ref is not None else frozenset(),
             observation=msg["infer"].get("observation"),
             derived_from=msg["infer"].get("derived_from"),
+            parent_refs=frozenset(p for p in parent_provenance if isinstance(p, ArgumentRef)),
+            value_ref=value_ref,
         )
         # Downstream code sees only this site's name: direct dependencies only.
         msg["value"] = TaggedTensor(value, frozenset({name}))
@@ -375,34 +504,67 @@ def _mask_argument(mask: Any) -> str | None:
     return next(iter(args)) if len(args) == 1 and not sites else None
 
 
-def _distribution_provenance(fn: Any, value: torch.Tensor) -> frozenset:
-    """Provenance of a distribution's parameters, read through its density.
+def _exact_ref(provenance: frozenset) -> ArgumentRef | None:
+    """The argument view a value is, when its provenance is one exact ref."""
+    if len(provenance) == 1:
+        (ref,) = provenance
+        if isinstance(ref, ArgumentRef) and ref.exact:
+            return ref
+    return None
 
-    As in Pyro's ``get_dependencies``, the density of a provenance-free value
-    carries exactly the tags of the parameters it was computed from, however
-    the distribution stores them (lazily, inside transforms...). Mask
-    wrappers are removed first: ``mask(False)`` would zero the density and
-    its provenance with it.
+
+def _distribution_provenance(
+    fn: Any, value: torch.Tensor, lookup: Callable[[Any], frozenset]
+) -> frozenset:
+    """Provenance of a distribution's parameters and masks.
+
+    The masks of ``Distribution.mask(m)`` wrappers are parameters (an
+    AIR-style ``Normal(...).mask(z_pres)`` depends on ``z_pres``). Under the
+    wrappers, the parameters of a plain parametric distribution are its
+    tensor attributes; any other distribution (transformed, mixtures,
+    classes pgmdl does not know) gives the provenance of its density, as in
+    Pyro's ``get_dependencies``, together with that of every tensor it holds,
+    however deep (transforms, component distributions, cached values).
+    ``lookup`` adds what in-place writes put into a tensor.
     """
-    base = unwrap_distribution(fn)
-    if type(base) in _PLAIN_PARAMETRIC:
-        # Parameters are plain tensor attributes: read them without a density.
-        return _attribute_provenance(base)
-    while isinstance(fn, MaskedDistribution):
-        fn = fn.base_dist
-    try:
-        return get_provenance(fn.log_prob(value))
-    except (NotImplementedError, ValueError, RuntimeError):
-        # No usable density (e.g. a value outside a validated support):
-        # read the tensors the distribution holds instead.
-        return _attribute_provenance(fn)
-
-
-def _attribute_provenance(fn: Any) -> frozenset:
     provenance: frozenset = frozenset()
-    for value in vars(fn).values():
-        if isinstance(value, ProvenanceTensor):
-            provenance |= value._provenance
+    base = fn
+    while isinstance(base, _WRAPPERS):
+        if isinstance(base, MaskedDistribution) and isinstance(base._mask, torch.Tensor):
+            provenance |= get_provenance(base._mask) | lookup(base._mask)
+        base = base.base_dist
+    provenance |= _held_provenance(base, lookup)
+    if type(base) in _PLAIN_PARAMETRIC:
+        return provenance
+    # the density of the unwrapped distribution (a mask(False) would zero it);
+    # none is usable for a value outside a validated support
+    with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+        provenance |= get_provenance(base.log_prob(value))
+    return provenance
+
+
+def _held_provenance(
+    obj: Any, lookup: Callable[[Any], frozenset], seen: set | None = None, depth: int = 0
+) -> frozenset:
+    """Provenance of every tensor ``obj`` holds: attributes, nested
+    distributions and transforms, lists, tuples and dicts of them."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or depth > 6:
+        return frozenset()
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return get_provenance(obj) | lookup(obj)
+    if isinstance(obj, list | tuple):
+        items = list(obj)
+    elif isinstance(obj, dict):
+        items = list(obj.values())
+    elif isinstance(obj, torch.distributions.Distribution | torch.distributions.Transform):
+        items = list(vars(obj).values())
+    else:
+        return frozenset()
+    provenance: frozenset = frozenset()
+    for item in items:
+        provenance |= _held_provenance(item, lookup, seen, depth + 1)
     return provenance
 
 
@@ -493,18 +655,36 @@ class _ProvenanceRefinement(TorchFunctionMode):
       does not make the result depend on its values, so its provenance is
       dropped. Without this, the common ``x.new_zeros(...)`` idiom would make
       every prior depend on the data.
+    * In-place writes (``loc[:, 0] = a``, ``copy_``, ``index_put_``,
+      ``masked_fill_``, ``scatter_``, ``out=``): the written tensor's Python
+      object cannot carry the new tags, so they are kept per storage
+      (:meth:`written`) and added to every later read of any tensor sharing
+      that memory (views included). This is conservative: a read of an
+      unwritten part of the buffer also gets the tags.
     """
 
     def __init__(self, record: TraceRecord) -> None:
         super().__init__()
         self.record = record
+        # storage pointer -> (a tensor keeping the storage alive, provenance written)
+        self._writes: dict[int, tuple[torch.Tensor, frozenset]] = {}
+
+    def written(self, value: Any) -> frozenset:
+        """What in-place writes put into the memory of tensor ``value``."""
+        if not self._writes or not isinstance(value, torch.Tensor):
+            return frozenset()
+        entry = self._writes.get(_storage_key(value))
+        return entry[1] if entry is not None else frozenset()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if self._writes:
+            args, kwargs = self._with_writes(args, kwargs)
         position = _REFERENCE_ONLY.get(func)
         if position is not None and len(args) > position:
             args = list(args)
             args[position] = detach_provenance(args[position])
-            return func(*args, **(kwargs or {}))
+            return func(*args, **kwargs)
         operation = _ESCAPES.get(func)
         if operation is not None:
             provenance = get_provenance(args)
@@ -515,7 +695,85 @@ class _ProvenanceRefinement(TorchFunctionMode):
                     self.record.escapes.append(
                         Escape(sites, arg_paths, operation, location, len(self.record.sites))
                     )
-        return func(*args, **(kwargs or {}))
+        elif _is_inplace(func, kwargs) and args:
+            self._record_write(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def _record_write(self, func: Any, args: tuple, kwargs: dict) -> None:
+        out = kwargs.get("out")
+        target = out if isinstance(out, torch.Tensor) else args[0]
+        if not isinstance(target, torch.Tensor):
+            return
+        sources = [a for a in args if a is not target] + [
+            v for k, v in kwargs.items() if k != "out"
+        ]
+        provenance = get_provenance(sources)
+        target_ref = (
+            _exact_ref(target._provenance) if isinstance(target, ProvenanceTensor) else None
+        )
+        if target_ref is not None:  # the model writes into its own argument
+            location = _user_location()
+            if location is not None:
+                self.record.argument_writes.append(
+                    ArgumentWrite(
+                        target_ref.path,
+                        getattr(func, "__name__", str(func)),
+                        location,
+                        split_provenance(provenance)[0],
+                    )
+                )
+        if not provenance:
+            return
+        key = _storage_key(target)
+        if key is None:
+            return
+        previous = self._writes.get(key, (target, frozenset()))[1]
+        self._writes[key] = (target, previous | inexact(provenance))
+
+    def _with_writes(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """``args`` and ``kwargs`` with written tensors tagged with what was written."""
+        return (
+            tuple(self._tag_written(a) for a in args),
+            {k: self._tag_written(v) for k, v in kwargs.items()},
+        )
+
+    def _tag_written(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            extra = self.written(value)
+            if not extra:
+                return value
+            if isinstance(value, ProvenanceTensor):
+                return TaggedTensor(value._t, value._provenance | extra)
+            return TaggedTensor(value, extra)
+        if type(value) in (tuple, list):
+            return type(value)(self._tag_written(v) for v in value)
+        return value
+
+
+def _storage_key(value: torch.Tensor) -> int | None:
+    plain = value._t if isinstance(value, ProvenanceTensor) else value
+    try:
+        if plain.numel() == 0:
+            return None
+        return plain.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # sparse, meta or other storage-less tensors
+        return None
+
+
+_INPLACE_DUNDERS = frozenset(
+    f"__i{op}__"
+    for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor")
+) | {"__setitem__", "__ilshift__", "__irshift__", "__imatmul__"}
+
+
+def _is_inplace(func: Any, kwargs: dict) -> bool:
+    """``x.add_(...)``, ``x[...] = ...``, ``x += ...`` or ``torch.f(..., out=x)``."""
+    if isinstance(kwargs.get("out"), torch.Tensor):
+        return True
+    name = getattr(func, "__name__", "")
+    if name in _INPLACE_DUNDERS:
+        return True
+    return name.endswith("_") and not name.startswith("_") and name != "requires_grad_"
 
 
 def _user_location() -> str | None:

@@ -110,17 +110,30 @@ def zero_filled(argument: str = "x", mask_argument: str = "mask"):
     return read
 
 
+def full_mask(argument: str = "x", mask_argument: str = "mask"):
+    """A :class:`pgmdl.NaMIGuide` binding for the mask input: the given mask,
+    or all True (everything observed) in a call without one."""
+
+    def read(arguments: dict[str, Any]) -> Tensor:
+        mask = arguments.get(mask_argument)
+        if mask is not None:
+            return mask
+        return torch.ones_like(torch.as_tensor(arguments[argument]), dtype=torch.bool)
+
+    return read
+
+
 def missing_guide(masked_model: Callable[..., Any], site: str = "x", **options: Any):
     """A :class:`pgmdl.NaMIGuide` for a :func:`with_missing` model whose
     encoder reads the zero-filled data (MIWAE). ``options`` go to
     :class:`~pgmdl.NaMIGuide`.
 
-    The mask reaches the encoder only through the zeros: pgmdl's compiler
-    does not see a mask as an input of the observed site (masks are removed
-    before provenance is read), so a separate mask channel would need the
-    model to take the mask as a real input."""
+    The compiler sees the mask (a ``Distribution.mask``) as an input of the
+    observed site, so the encoder reads it too, next to the zero-filled
+    data: all True in a call without a mask."""
     from pgmdl.guides import NaMIGuide
 
     bindings = dict(options.pop("bindings", {}) or {})
     bindings.setdefault(site, zero_filled(site))
+    bindings.setdefault("mask", full_mask(site))
     return NaMIGuide(masked_model, bindings=bindings, **options)
