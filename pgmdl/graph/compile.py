@@ -142,6 +142,7 @@ def compile_model(
             stacklevel=2,
         )
     _warn_escapes(records[0], runs[0], name)
+    _warn_argument_writes(records[0], name)
     return _build(runs, records, name)
 
 
@@ -332,6 +333,29 @@ def _warn_escapes(record: TraceRecord, run: dict[str, _Site], model_name: str) -
         )
 
 
+def _warn_argument_writes(record: TraceRecord, model_name: str) -> None:
+    """In-place writes into a model argument change the caller's data on every
+    call, and what an observed site bound to it reads: pgmdl follows the tags
+    written (conservatively, per storage) but says where it happened."""
+    seen = set()
+    for write in record.argument_writes:
+        if (write.path, write.location) in seen:
+            continue
+        seen.add((write.path, write.location))
+        written = (
+            f" with values of {', '.join(map(repr, sorted(write.sites)))}" if write.sites else ""
+        )
+        warnings.warn(
+            f"model {model_name!r} writes in place into its argument {write.path!r}{written} "
+            f"({write.operation} at {write.location}): this changes the caller's data, and every "
+            f"later read of {write.path!r} is treated as reading what was written (conservative "
+            f"edges). Write into a copy instead: {write.path.split('[')[0]} = "
+            f"{write.path.split('[')[0]}.clone().",
+            StructureWarning,
+            stacklevel=3,
+        )
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -354,6 +378,12 @@ def _build(runs: list[dict[str, _Site]], records: list[TraceRecord], name: str) 
     for site in sorted(union.values(), key=lambda s: s.info.order):
         for frame in site.frames:
             known = plates.setdefault(frame.name, frame)
+            if known.implicit and frame.implicit:
+                # a plate without a size: as large as its largest site
+                if frame.size > known.size:
+                    plates[frame.name] = frame
+                plate_sites[frame.name].append(site.info.name)
+                continue
             if known.subsample_size != frame.subsample_size and not dynamic:
                 raise ModelError(
                     f"model {name!r} uses two plates named {frame.name!r} with sizes "
@@ -379,6 +409,7 @@ def _build(runs: list[dict[str, _Site]], records: list[TraceRecord], name: str) 
                 tuple(plate_sites[f.name]),
                 multiset=f.multiset,
                 mask_argument=f.mask_argument,
+                implicit=f.implicit,
             )
             for f in plates.values()
         ],

@@ -39,6 +39,8 @@ class PlateInfo:
         multiset: the plate is a multiset plate (:func:`pgmdl.multiset.multiset_plate`):
             ``size`` is the padding ``K_max`` and a boolean mask says which part
             slots exist in each instance.
+        implicit: the model wrote ``pyro.plate(name)`` without a size; ``size``
+            is the largest batch size its sites have along ``dim``.
         mask_argument: for a multiset plate, the model argument its mask comes
             from (``"mask"``, or ``"batch[1]"`` inside a tuple), from which an
             amortized guide reads it at call time (checking that the argument
@@ -53,6 +55,7 @@ class PlateInfo:
     sites: tuple[str, ...] = ()
     multiset: bool = False
     mask_argument: str | None = None
+    implicit: bool = False
 
     @property
     def is_subsampled(self) -> bool:

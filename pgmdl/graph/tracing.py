@@ -54,7 +54,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Independent
 from torch.overrides import TorchFunctionMode
 
-from pgmdl.errors import ModelError, StructureWarning
+from pgmdl.errors import ModelError
 from pgmdl.graph.sites import MULTISET_MASKS_KEY
 from pgmdl.graph.views import VIEW_FUNCS, ArgumentRef, PlateIndex, record_view
 
@@ -69,6 +69,7 @@ class PlateFrame:
     dim: int | None
     multiset: bool = False
     mask_argument: str | None = None
+    implicit: bool = False  # ``pyro.plate(name)`` without a size: read from the batch shape
 
 
 @dataclass
@@ -164,7 +165,7 @@ def tag_arguments(
     (``"batch[0]"``, ``"inputs['x']"``).
     """
     try:
-        signature = inspect.signature(model)
+        signature = model_signature(model)
     except (TypeError, ValueError):  # builtins and some C callables have none
         return (
             tuple(_tag(a, f"args[{i}]") for i, a in enumerate(args)),
@@ -187,6 +188,15 @@ def tag_arguments(
         else:
             bound.arguments[name] = _tag(value, name)
     return bound.args, bound.kwargs
+
+
+def model_signature(model: Callable[..., Any]) -> inspect.Signature:
+    """The signature the model's arguments bind to: ``forward``'s for a
+    module (a ``PyroModule`` is called as ``model(x, y)`` but its
+    ``__call__`` takes ``*args, **kwargs``)."""
+    if isinstance(model, torch.nn.Module):
+        return inspect.signature(model.forward)
+    return inspect.signature(model)
 
 
 def _tag(value: Any, path: str) -> Any:
@@ -450,14 +460,7 @@ class _SiteRecorder(Messenger):
             event_shape=tuple(fn.event_shape),
             is_discrete=bool(getattr(fn.support, "is_discrete", False)),
             plates=tuple(
-                PlateFrame(
-                    name=f.name,
-                    size=int(f.full_size if f.full_size is not None else f.size),
-                    subsample_size=int(f.size),
-                    dim=f.dim,
-                    multiset=f.name in multiset_masks,
-                    mask_argument=_mask_argument(multiset_masks.get(f.name)),
-                )
+                _plate_frame(f, tuple(fn.batch_shape), multiset_masks)
                 for f in msg["cond_indep_stack"]  # Pyro keeps it outermost first
             ),
             enumerate=msg["infer"].get("enumerate"),
@@ -476,6 +479,27 @@ class _SiteRecorder(Messenger):
 
     def _pyro_post_param(self, msg: dict) -> None:
         self.record.params.append(msg["name"])
+
+
+def _plate_frame(frame: Any, batch_shape: tuple[int, ...], multiset_masks: dict) -> PlateFrame:
+    """A plate as one site sees it. ``pyro.plate("data")`` without a size has
+    size -1 in Pyro: its size is the site's batch size at the plate's dim
+    (1 where the site broadcasts along it; the compiler takes the largest)."""
+    size = int(frame.full_size if frame.full_size is not None else frame.size)
+    subsample = int(frame.size)
+    implicit = size < 0
+    if implicit:
+        known = frame.dim is not None and -frame.dim <= len(batch_shape)
+        size = subsample = batch_shape[frame.dim] if known else 1
+    return PlateFrame(
+        name=frame.name,
+        size=size,
+        subsample_size=subsample,
+        dim=frame.dim,
+        multiset=frame.name in multiset_masks,
+        mask_argument=_mask_argument(multiset_masks.get(frame.name)),
+        implicit=implicit,
+    )
 
 
 ALIGNED = "@"
@@ -778,8 +802,10 @@ def _is_inplace(func: Any, kwargs: dict) -> bool:
 
 def _user_location() -> str | None:
     """``file:line`` of the code that triggered an escape, or None if it is library code."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.endswith(_FORWARDING_FILES):
+    frame = sys._getframe(1)
+    while frame is not None and (
+        frame.f_code.co_filename == __file__ or frame.f_code.co_filename.endswith(_FORWARDING_FILES)
+    ):
         frame = frame.f_back
     if frame is None:
         return None

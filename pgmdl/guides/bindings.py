@@ -9,11 +9,17 @@ every other argument that feeds a distribution, its path in
 * ``"x"``: the argument named ``x`` (positional or keyword);
 * ``"batch[0]"``: an element of a tuple or list argument (or of ``*args``);
 * ``"data['x0']"``: an entry of a dict argument;
+* ``"cfg.x"``: a field of a dataclass or namespace argument;
 * ``"x0"``: an entry of ``**kwargs``; ``"args[0]"``: a positional argument of a
   callable without a signature.
 
-:class:`ArgumentReader` turns each path into a getter once, when the guide is
-set up, and reads it on every call with one ``inspect.Signature.bind``.
+An observed value that is a *view* of an argument (``obs=x.reshape(-1, 784)``,
+``obs=data[:, 0]``, ``obs=mini_batch[:, t - 1, :]``) is read by replaying the
+recorded view on this call's argument (:func:`view_binding`, from
+``SiteInfo.bound_view``), so the batch size may change between calls.
+
+:class:`ArgumentReader` binds the model's arguments with one
+``inspect.Signature.bind`` per call and reads paths from them.
 """
 
 from __future__ import annotations
@@ -24,22 +30,70 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pgmdl.errors import GuideError
+import torch
 
-_STEP = re.compile(r"\[([^\[\]]+)\]")
+from pgmdl.errors import GuideError
+from pgmdl.graph.tracing import model_signature
+from pgmdl.graph.views import ArgumentRef
+
+_STEP = re.compile(r"\[([^\[\]]+)\]|\.([A-Za-z_][A-Za-z_0-9]*)")
 _HEAD = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*")
 
 
+class Attribute(str):
+    """A path step that reads an attribute (``cfg.x``) rather than an item."""
+
+
 def parse_path(path: str) -> tuple[str, tuple[int | str, ...]]:
-    """Split ``"data['x0'][1]"`` into ``("data", ("x0", 1))``."""
+    """Split ``"data['x0'][1].y"`` into ``("data", ("x0", 1, Attribute("y")))``."""
     head = _HEAD.match(path)
     if head is None:
         raise GuideError(f"cannot read argument path {path!r}")
     rest = path[head.end() :]
     steps: list[int | str] = []
     for match in _STEP.finditer(rest):
-        steps.append(ast.literal_eval(match.group(1)))
+        if match.group(2) is not None:
+            steps.append(Attribute(match.group(2)))
+        else:
+            steps.append(ast.literal_eval(match.group(1)))
     return head.group(0), tuple(steps)
+
+
+def view_binding(
+    read: Callable[[dict[str, Any], str], Any], site: str, view: ArgumentRef
+) -> Callable[[dict[str, Any]], Any]:
+    """A binding reading observed site ``site`` as ``view`` of this call's
+    argument: ``read(arguments, view.path)`` then the recorded views replayed.
+
+    Example::
+
+        >>> import torch, pyro, pyro.distributions as dist, pgmdl
+        >>> def model(data):
+        ...     pyro.sample("y", dist.Normal(0.0, data[:, 1]), obs=data[:, 0])
+        >>> view = pgmdl.compile(model, torch.ones(4, 2))["y"].bound_view
+        >>> bind = view_binding(lambda arguments, path: arguments[path], "y", view)
+        >>> bind({"data": torch.arange(6.0).reshape(3, 2)})
+        tensor([0., 2., 4.])
+    """
+
+    def read_view(arguments: dict[str, Any]) -> Any:
+        value = read(arguments, view.path)
+        if value is None:
+            return None
+        value = torch.as_tensor(value)
+        try:
+            return view.replay(value)
+        except (RuntimeError, IndexError, TypeError, ValueError) as err:
+            raise GuideError(
+                f"observed site {site!r} is {view.describe()} in the model; replaying that on "
+                f"this call's argument {view.path!r} of shape {tuple(value.shape)} failed "
+                f"({err}). It worked on shape {view.shape}: keep the dimensions the view "
+                f"selects, or give NaMIGuide(model, bindings={{{site!r}: lambda arguments: "
+                "...}) computing the value."
+            ) from err
+
+    read_view.pgmdl_view = view  # type: ignore[attr-defined]
+    return read_view
 
 
 class ArgumentReader:
@@ -58,7 +112,7 @@ class ArgumentReader:
         overrides: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
     ) -> None:
         try:
-            self.signature: inspect.Signature | None = inspect.signature(model)
+            self.signature: inspect.Signature | None = model_signature(model)
         except (TypeError, ValueError):
             self.signature = None
         self.overrides = dict(overrides or {})
@@ -88,6 +142,11 @@ class ArgumentReader:
         """The value at ``path`` (``None`` when an argument along it is ``None``)."""
         if path in self.overrides:
             return self.overrides[path](arguments)
+        return self.read_argument(arguments, path)
+
+    def read_argument(self, arguments: dict[str, Any], path: str) -> Any:
+        """The argument at ``path`` itself, ignoring the bindings (a site may be
+        named like the argument it views: ``obs=x.reshape(-1, 784)`` for site ``x``)."""
         if path in arguments:
             return arguments[path]
         if self.var_keyword is not None and path in arguments.get(self.var_keyword, {}):
@@ -99,5 +158,5 @@ class ArgumentReader:
         for step in steps:
             if value is None:
                 return None
-            value = value[step]
+            value = getattr(value, step) if isinstance(step, Attribute) else value[step]
         return value

@@ -62,6 +62,7 @@ read from the model argument it comes from, and pools over present parts only.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -83,8 +84,9 @@ from pgmdl.graph.compile import compile_model
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
 from pgmdl.graph.sites import MULTISET_MASKS_KEY
-from pgmdl.graph.tracing import ALIGNED, unwrap_distribution
-from pgmdl.guides.bindings import ArgumentReader
+from pgmdl.graph.tracing import ALIGNED, model_signature, unwrap_distribution
+from pgmdl.graph.views import ArgumentRef
+from pgmdl.guides.bindings import ArgumentReader, view_binding
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
     Family,
@@ -215,6 +217,7 @@ class NaMIGuide(AutoGuide):
         self.enumerate = enumerate
         self.path_derivative = path_derivative
         self.bindings = dict(bindings or {})
+        self._user_bindings = frozenset(self.bindings)
         self.init_loc_fn = init_loc_fn
         self.device_option = device
         self.multiset_option = (
@@ -234,6 +237,11 @@ class NaMIGuide(AutoGuide):
         return self
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        with poutine.block():  # running the model here must not reach the caller's trace
+            graph = compile_model(self.model, args, kwargs)
+            self._sometimes, args, kwargs = sometimes_observed(self.model, graph, args, kwargs)
+            if any(graph[s].is_observed for s in self._sometimes):
+                graph = compile_model(self.model, args, kwargs)  # with those sites latent
         try:
             super()._setup_prototype(*args, **kwargs)
         except NotImplementedError as err:
@@ -241,8 +249,7 @@ class NaMIGuide(AutoGuide):
                 f"NaMIGuide needs vectorized plates ({err}); write `with pyro.plate(name, n):` "
                 "instead of `for i in pyro.plate(...)`"
             ) from err
-        with poutine.block():  # running the model here must not reach the caller's trace
-            graph = compile_model(self.model, args, kwargs)
+        with poutine.block():
             self._model_trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         if not graph.latent_sites:
             raise GuideError(
@@ -261,6 +268,7 @@ class NaMIGuide(AutoGuide):
         self._free = free
         self.inverse = self._invert(graph, free)
         self._bind_derived_sites(graph)
+        self._bind_views(graph)
         self._bind_aligned_inputs(graph)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
@@ -347,10 +355,17 @@ class NaMIGuide(AutoGuide):
         order = "min-fill" if self.order_option == "mean-field" else self.order_option
         inverse = invert(graph, order=order, augment=self.augment)
         enumerated = [s for s in graph.latent_sites if graph[s].enumerate]
-        if enumerated or free:
-            rest = [s for s in inverse.elimination_order if s not in free and s not in enumerated]
+        # sites the model observes in some calls: sampled before the sites that
+        # may depend on them, so that a call observing them conditions the rest
+        # on the given values exactly as a faithful inverse of that call would
+        sometimes = [s for s in inverse.elimination_order if s in self._sometimes]
+        if enumerated or free or sometimes:
+            first = set(free) | set(enumerated) | set(sometimes)
+            rest = [s for s in inverse.elimination_order if s not in first]
             last = [s for s in inverse.elimination_order if s in free]
-            inverse = invert(graph, order=enumerated + rest + last, augment=self.augment)
+            inverse = invert(
+                graph, order=enumerated + rest + sometimes + last, augment=self.augment
+            )
         return inverse
 
     def _guide_structure(
@@ -419,14 +434,19 @@ class NaMIGuide(AutoGuide):
         _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
         family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
         specs = []
+        site_plates = self.inverse.dag.nodes[site]["plates"]
+
+        def dims(plates: Sequence[str]) -> tuple[int, ...]:
+            return tuple(graph.plates[p].dim for p in plates if graph.plates[p].dim is not None)
+
         for parent, link in parents:
-            pooled = tuple(graph.plates[p].dim for p in link.pooled)
             specs.append(
                 ParentSpec(
                     parent,
                     self.inputs[self._keys[parent]].features,
-                    pooled_dims=tuple(d for d in pooled if d is not None),
-                    keep_same=any(p in self.inverse.dag.nodes[site]["plates"] for p in link.pooled),
+                    pooled_dims=dims(link.pooled),
+                    keep_same=any(p in site_plates for p in link.pooled),
+                    same_pooled_dims=dims([p for p in link.pooled if p not in site_plates]),
                 )
             )
         network = self.network_overrides.get(site)
@@ -568,10 +588,34 @@ class NaMIGuide(AutoGuide):
 
     def _is_observed_value(self, name: str, value: torch.Tensor) -> bool:
         """Whether ``value`` (read from the arguments) is the site's observed value in
-        the prototype run, possibly before subsampling."""
-        if name in self.bindings:
-            return True
+        the prototype run, possibly before subsampling.
+
+        A binding the user gave that reads something else is allowed (an encoder
+        may read zero-filled data for a masked site, say) but told once: a wrong
+        binding would otherwise train a guide on the wrong data silently."""
         observed = self._model_trace.nodes[name]["value"]
+        if name in self._user_bindings:
+            candidate = self._subsampled_like(name, value)
+            same = candidate.shape == observed.shape and bool(
+                torch.allclose(candidate.to(observed), observed, rtol=1e-5, atol=1e-6)
+            )
+            if not same and not getattr(self.bindings[name], "pgmdl_transformed", False):
+                warnings.warn(
+                    f"NaMIGuide(bindings={{{name!r}: ...}}) reads a value of shape "
+                    f"{tuple(value.shape)} that is not the model's observed value of site "
+                    f"{name!r} (shape {tuple(observed.shape)}) in this call: the guide will "
+                    "condition on what the binding returns. Check the binding, or drop it "
+                    "to let pgmdl read the value the model observes.",
+                    GuideWarning,
+                    stacklevel=4,
+                )
+            return True
+        value = self._subsampled_like(name, value)
+        return value.shape == observed.shape and bool(torch.equal(value.to(observed), observed))
+
+    def _subsampled_like(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` indexed like the prototype run where full data was passed to
+        a subsampled plate."""
         event = len(self.graph[name].event_shape)
         for plate in self.graph[name].plates:
             info = self.graph.plates[plate]
@@ -579,7 +623,7 @@ class NaMIGuide(AutoGuide):
             if info.is_subsampled and position >= 0 and value.shape[position] == info.size:
                 indices = self._model_trace.nodes[plate]["value"]
                 value = value.index_select(position, indices.to(value.device))
-        return value.shape == observed.shape and bool(torch.equal(value, observed))
+        return value
 
     def _plate_witnesses(
         self, graph: ModelGraph, arguments: dict[str, Any]
@@ -616,6 +660,22 @@ class NaMIGuide(AutoGuide):
                 return None if value is None else fn(value)
 
             self.bindings[name] = read
+
+    def _bind_views(self, graph: ModelGraph) -> None:
+        """Bind observed sites whose value is a view of an argument
+        (``obs=data[:, 0]``, ``obs=x.reshape(-1, 784)``) to that view of this
+        call's argument (:func:`~pgmdl.guides.bindings.view_binding`)."""
+        for name, info in graph.sites.items():
+            view = info.bound_view
+            if name in self.bindings or view is None or not info.is_observed:
+                continue
+            if not view.derivation:
+                continue  # the argument itself: read by its path
+
+            def read(arguments: dict[str, Any], path: str) -> Any:
+                return self._reader.read_argument(arguments, path)
+
+            self.bindings[name] = view_binding(read, name, view)
 
     def _bind_aligned_inputs(self, graph: ModelGraph) -> None:
         """Bind inputs a multiset plate moved to its layout (``"labels@parts"``,
@@ -733,9 +793,15 @@ class NaMIGuide(AutoGuide):
         keys = self._keys
         features = {name: inputs[keys[name]](value) for name, value in values.items()}
         result: dict[str, torch.Tensor] = {}
+        given = self._observed_in_this_call(arguments, plates, index)
         for site, parents in self._structure.items():
+            if site in given:  # the model observes it in this call: condition on it
+                values[site] = given[site]
+                if site in self._read_by:
+                    features[site] = inputs[keys[site]](given[site])
+                continue
             # the site's batch shape: its plates' sizes in this call, 1 where no plate is
-            block = torch.Size(plates[p].subsample_size if p else 1 for p in self._block[site])
+            block = torch.Size(_size(plates, p) if p else 1 for p in self._block[site])
             with ExitStack() as stack:
                 for plate in self._block[site]:
                     if plate is not None:
@@ -757,6 +823,27 @@ class NaMIGuide(AutoGuide):
             if site in self._read_by:
                 features[site] = inputs[keys[site]](value)
         return result
+
+    def _observed_in_this_call(
+        self, arguments: dict[str, Any], plates: dict[str, Any], index: set[str]
+    ) -> dict[str, torch.Tensor]:
+        """Values of the latent sites the model observes in this call (a labelled
+        batch of a semi-supervised model: ``obs=ys`` with ``ys`` given)."""
+        given = {}
+        for site, view in self._sometimes.items():
+            value = self._reader.read_argument(arguments, view.path)
+            if value is None:
+                continue
+            value = view.replay(torch.as_tensor(value))
+            info = self.graph[site]
+            for plate in index & set(info.plates):
+                dim = self.graph.plates[plate].dim
+                position = value.dim() - len(info.event_shape) + dim
+                if position >= 0 and value.shape[position] == self.graph.plates[plate].size:
+                    indices = plates[plate]._indices.to(value.device)
+                    value = value.index_select(position, indices)
+            given[site] = value
+        return given
 
     def _given_value(self, arguments: dict[str, Any], name: str) -> torch.Tensor:
         value = self._read(arguments, name, self._path(self.graph, name))
@@ -808,6 +895,10 @@ class NaMIGuide(AutoGuide):
                     index.add(name)
                 else:  # a minibatch passed: the plate scales by size / n
                     subsample = n
+            if info.implicit:  # as the model wrote it: pyro.plate(name), sized by the data
+                plates[name] = pyro.plate(name, dim=info.dim)
+                plates[name].data_size = subsample
+                continue
             plates[name] = pyro.plate(
                 name, size, subsample_size=subsample, dim=info.dim, device=device
             )
@@ -872,6 +963,107 @@ class NaMIGuide(AutoGuide):
                 "the guide is built on its first call; call it (or guide.setup(*args, **kwargs)) "
                 "with the model's arguments first"
             )
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def sometimes_observed(
+    model: Callable[..., Any], graph: ModelGraph, args: tuple, kwargs: dict
+) -> tuple[dict[str, ArgumentRef], tuple, dict]:
+    """Sites the model observes in some calls and samples in others, and the
+    call with all of them latent.
+
+    A semi-supervised model takes ``ys=None`` and writes
+    ``pyro.sample("y", ..., obs=ys)``: labelled batches observe ``y``,
+    unlabelled ones sample it. Such a site is found from either kind of call:
+
+    * observed here, bound to a parameter whose default is ``None``: the
+      model is traced once more with that argument ``None``, and the site
+      must turn latent;
+    * latent here while a parameter with default ``None`` is ``None``: the
+      model is traced with that argument set to the site's own sampled
+      value, and the site must turn observed with that argument as its value.
+
+    Only a site with observed descendants when latent counts: ``model(x=None)``
+    that *generates* ``x`` leaves nothing to infer ``x`` from.
+
+    Returns ``({site: view of its argument}, args, kwargs)`` where the
+    arguments of the sites found are set to ``None``.
+    """
+    try:
+        signature = model_signature(model)
+        bound = signature.bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {}, args, kwargs
+    optional = {
+        name
+        for name, p in signature.parameters.items()
+        if p.default is None
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    if not optional:
+        return {}, args, kwargs
+
+    def call_with(name: str, value: Any) -> tuple[tuple, dict]:
+        changed = signature.bind(*args, **kwargs)
+        changed.arguments[name] = value
+        return changed.args, changed.kwargs
+
+    def probe(name: str, value: Any) -> ModelGraph | None:
+        probe_args, probe_kwargs = call_with(name, value)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return compile_model(model, probe_args, probe_kwargs, num_traces=1)
+            except Exception:  # noqa: BLE001 - a probe the model does not accept
+                return None
+
+    found: dict[str, ArgumentRef] = {}
+    for site, info in graph.sites.items():
+        view = info.bound_view
+        if info.is_observed and view is not None and view.path in optional:
+            latent = probe(view.path, None)
+            if latent is not None and _inferred_when_latent(latent, site):
+                found[site] = view
+    unset = [n for n in optional if bound.arguments.get(n) is None and n not in found]
+    if unset:
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+        for name in unset:
+            for site in graph.latent_sites:
+                if graph[site].enumerate or not isinstance(
+                    trace.nodes[site]["value"], torch.Tensor
+                ):
+                    continue
+                observed = probe(name, trace.nodes[site]["value"].detach())
+                view = observed[site].bound_view if observed and site in observed.sites else None
+                if (
+                    view is not None
+                    and view.path == name
+                    and observed[site].is_observed
+                    and _inferred_when_latent(graph, site)
+                ):
+                    found[site] = view
+                    break
+    if not found:
+        return {}, args, kwargs
+    latent_args = signature.bind(*args, **kwargs)
+    for view in found.values():
+        latent_args.arguments[view.path] = None
+    return found, latent_args.args, latent_args.kwargs
+
+
+def _size(plates: dict[str, Any], name: str) -> int:
+    """A plate's size in this call (a plate without a size: the data's)."""
+    plate = plates[name]
+    return plate.subsample_size if plate.subsample_size >= 0 else plate.data_size
+
+
+def _inferred_when_latent(graph: ModelGraph, site: str) -> bool:
+    """``site`` is latent in ``graph`` and some observed site depends on it."""
+    if site not in graph.sites or not graph[site].is_latent:
+        return False
+    return any(graph[d].is_observed for d in nx.descendants(graph.dag, site))
 
 
 # ---------------------------------------------------------------------- helpers

@@ -107,6 +107,7 @@ def zero_filled(argument: str = "x", mask_argument: str = "mask"):
         x, mask = arguments[argument], arguments.get(mask_argument)
         return x if mask is None else x * mask.to(x.dtype)
 
+    read.pgmdl_transformed = True  # deliberately not the observed value: no warning
     return read
 
 
