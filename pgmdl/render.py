@@ -24,7 +24,9 @@ network) can be drawn side by side in one figure.
 
 When Graphviz's ``dot`` program is missing, :func:`render` still returns the
 graph and writes its DOT source (``.gv``) instead of an image, with a
-:class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz.
+:class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz. Writing
+never creates, overwrites or removes any file but the one requested (and
+that fallback source, which never replaces a file pgmdl did not write).
 """
 
 from __future__ import annotations
@@ -327,9 +329,18 @@ def write(
 ) -> Path:  # noqa: A002
     """Write ``dot`` to ``filename``; returns the path actually written.
 
+    Only the requested file is written: the image is piped out of Graphviz's
+    ``dot`` (:meth:`graphviz.Digraph.pipe`) and its bytes written to
+    ``filename``, so no DOT source is created or removed beside it (an
+    existing ``X.gv`` next to ``X.svg`` is left untouched). If ``dot`` fails,
+    nothing is written and an existing ``filename`` keeps its contents.
+
     Without Graphviz's ``dot`` program, an image format falls back to the DOT
     source next to the requested file (same name, ``.gv`` suffix) with a
-    :class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz.
+    :class:`~pgmdl.errors.RenderWarning` saying how to install Graphviz. The
+    fallback never overwrites a file it did not write: when ``X.gv`` exists
+    and is not a fallback source (its first line is pgmdl's marker), the
+    source goes to ``X.svg.gv`` (then ``X.svg.1.gv``, ...) instead.
     """
     path = Path(filename)
     fmt = (format or path.suffix.lstrip(".") or "svg").lower()
@@ -344,14 +355,16 @@ def write(
         return path
     if shutil.which("dot") is not None:
         try:
-            dot.render(outfile=path, format=fmt, cleanup=True)
-            return path
+            image = dot.pipe(format=fmt)
         except graphviz.ExecutableNotFound:
             pass
         except (graphviz.CalledProcessError, subprocess.CalledProcessError) as err:
             raise RuntimeError(f"Graphviz's dot failed to draw {path}: {err}") from err
-    source = path.with_suffix(".gv")
-    source.write_text(dot.source)
+        else:
+            path.write_bytes(image)
+            return path
+    source = _fallback_source_path(path, fmt)
+    source.write_text(f"{_FALLBACK_MARKER} {path.name}\n{dot.source}")
     warnings.warn(
         f"Graphviz's `dot` program was not found, so {path} was not drawn; its DOT source is in "
         f"{source}. " + INSTALL_GRAPHVIZ.format(fmt=fmt, source=source, target=path),
@@ -359,6 +372,32 @@ def write(
         stacklevel=3,
     )
     return source
+
+
+_FALLBACK_MARKER = "// pgmdl.render: Graphviz's dot was not found; DOT source of"
+"""First line of a DOT source written in place of an image (a DOT comment)."""
+
+
+def _fallback_source_path(path: Path, fmt: str) -> Path:
+    """Where the DOT source goes in place of ``path``: ``X.gv`` unless a file
+    pgmdl did not write is there, then ``X.<fmt>.gv``, ``X.<fmt>.1.gv``, ..."""
+    candidates = [path.with_suffix(".gv"), path.with_suffix(f".{fmt}.gv")]
+    index = 1
+    while True:
+        for candidate in candidates:
+            if not candidate.exists() or _is_fallback_source(candidate):
+                return candidate
+        candidates = [path.with_suffix(f".{fmt}.{index}.gv")]
+        index += 1
+
+
+def _is_fallback_source(path: Path) -> bool:
+    """Whether ``path`` is a DOT source pgmdl wrote in place of an image."""
+    try:
+        with path.open(encoding="utf-8") as file:
+            return file.readline().startswith(_FALLBACK_MARKER)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def dot_available() -> bool:

@@ -6,6 +6,7 @@ import importlib
 import re
 import xml.etree.ElementTree as ET
 
+import graphviz
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -78,8 +79,6 @@ def test_graph_plus_model_arguments_is_an_error(graph):
 
 
 def test_panels_can_sit_side_by_side(graph):
-    import graphviz
-
     dot = graphviz.Digraph()
     render_module.add_panel(dot, graph, panel="model")
     render_module.add_panel(
@@ -107,11 +106,87 @@ def test_writes_images_when_dot_exists(graph, tmp_path, suffix):
 def test_without_dot_the_source_is_written_with_instructions(graph, tmp_path, monkeypatch):
     monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
     with pytest.warns(pgmdl.RenderWarning, match="apt-get install graphviz") as caught:
-        pgmdl.render(graph, filename=tmp_path / "graph.svg")
+        written = pgmdl.render(graph, filename=tmp_path / "graph.svg")
     assert "dot -Tsvg" in str(caught[0].message)
     source = (tmp_path / "graph.gv").read_text()
-    assert source.startswith("digraph") and "z -> h" in source
+    assert source.startswith("// pgmdl.render") and "\ndigraph" in source and "z -> h" in source
     assert not (tmp_path / "graph.svg").exists()
+    # Rendering again replaces the fallback source pgmdl wrote, and nothing else.
+    with pytest.warns(pgmdl.RenderWarning):
+        render_module.write(written, tmp_path / "graph.svg")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.gv"]
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+USER_SOURCE = "digraph mine { a -> b }  // the user's own file\n"
+
+
+@needs_dot
+@pytest.mark.parametrize("suffix", ["svg", "png"])
+def test_drawing_an_image_keeps_every_other_file(graph, tmp_path, suffix):
+    # The regression: graphviz's render() writes X.gv, then deletes it,
+    # taking the user's own X.gv with it.
+    (tmp_path / "graph.gv").write_text(USER_SOURCE)
+    (tmp_path / "graph").write_text("an extensionless sibling")
+    (tmp_path / "notes.txt").write_text("unrelated")
+    before = _snapshot(tmp_path)
+    pgmdl.render(graph, filename=tmp_path / f"graph.{suffix}")
+    after = _snapshot(tmp_path)
+    assert set(after) == set(before) | {f"graph.{suffix}"}
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert after[f"graph.{suffix}"]
+
+
+@needs_dot
+def test_a_failing_dot_leaves_the_existing_image_alone(graph, tmp_path, monkeypatch):
+    target = tmp_path / "graph.svg"
+    target.write_text("<svg>old</svg>")
+
+    def fail(*args, **kwargs):
+        raise graphviz.CalledProcessError(1, ["dot"])
+
+    monkeypatch.setattr(graphviz.Digraph, "pipe", fail)
+    with pytest.raises(RuntimeError, match="dot failed to draw"):
+        pgmdl.render(graph, filename=target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.svg"]
+    assert target.read_text() == "<svg>old</svg>"
+
+
+def test_without_dot_the_fallback_never_overwrites_a_users_source(graph, tmp_path, monkeypatch):
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: None)
+    (tmp_path / "graph.gv").write_text(USER_SOURCE)
+    (tmp_path / "other.svg").write_text("<svg/>")
+    with pytest.warns(pgmdl.RenderWarning, match=r"graph\.svg\.gv"):
+        written = pgmdl.render(graph, filename=tmp_path / "graph.svg")
+    assert (tmp_path / "graph.gv").read_text() == USER_SOURCE
+    assert (tmp_path / "other.svg").read_text() == "<svg/>"
+    assert "z -> h" in (tmp_path / "graph.svg.gv").read_text()
+    # A second user file in the way: the next free name, still nothing overwritten.
+    (tmp_path / "graph.svg.gv").write_text(USER_SOURCE)
+    with pytest.warns(pgmdl.RenderWarning, match=r"graph\.svg\.1\.gv"):
+        assert render_module.write(written, tmp_path / "graph.svg").name == "graph.svg.1.gv"
+    assert (tmp_path / "graph.svg.gv").read_text() == USER_SOURCE
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "graph.gv",
+        "graph.svg.1.gv",
+        "graph.svg.gv",
+        "other.svg",
+    ]
+
+
+def test_without_the_dot_binary_graphviz_falls_back_too(graph, tmp_path, monkeypatch):
+    # `which` finds a dot that graphviz then cannot run: same fallback.
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(render_module.shutil, "which", lambda name: "/nonexistent/dot")
+    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    with pytest.warns(pgmdl.RenderWarning):
+        pgmdl.render(graph, filename=tmp_path / "graph.pdf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.gv"]
 
 
 def test_source_formats_and_bad_formats(graph, tmp_path):
