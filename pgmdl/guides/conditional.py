@@ -46,12 +46,18 @@ class ParentSpec:
             or shares with all-pairs dependence.
         keep_same: also feed the same-index value (the parent shares a
             pooled plate with the site).
+        same_pooled_dims: with ``keep_same``, the pooled dims of plates the
+            site does not live in (a subset of ``pooled_dims``). The
+            same-index value still holds every replicate along them (LDA: a
+            document's words, for a document-level site joined across
+            documents), so it is pooled over them by the same encoder.
     """
 
     name: str
     features: int
     pooled_dims: tuple[int, ...] = ()
     keep_same: bool = False
+    same_pooled_dims: tuple[int, ...] = ()
 
 
 class PathDerivative(dist.TorchDistribution):
@@ -238,7 +244,9 @@ def make_encoders(
     width = 0
     for p, encoder in zip(parents, encoders, strict=True):
         if p.pooled_dims:
-            width += encoder.out_features + (p.features if p.keep_same else 0)
+            width += encoder.out_features
+            if p.keep_same:
+                width += encoder.out_features if p.same_pooled_dims else p.features
         else:
             width += p.features
     return encoders, width
@@ -256,16 +264,11 @@ def gather_features(
     for spec, encoder in zip(parents, encoders, strict=True):
         flat = inputs[spec.name]
         if spec.pooled_dims:
-            dims = tuple(d - 1 for d in spec.pooled_dims)
-            weight = None
-            for d in spec.pooled_dims:
-                if masks and d in masks:
-                    m = masks[d].to(flat.dtype)
-                    weight = m if weight is None else weight * m
-            if weight is not None:
-                weight = weight.unsqueeze(-1)
-            parts.append(encoder(flat, dims, weight))
-            if spec.keep_same:
+            parts.append(_pool(encoder, flat, spec.pooled_dims, masks))
+            if spec.keep_same and spec.same_pooled_dims:
+                # one summary per index of the shared plates, pooled over the others
+                parts.append(_pool(encoder, flat, spec.same_pooled_dims, masks))
+            elif spec.keep_same:
                 parts.append(flat)
         else:
             parts.append(flat)
@@ -275,6 +278,24 @@ def gather_features(
         return parts[0]
     shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
     return torch.cat([p.expand(shape + p.shape[-1:]) for p in parts], dim=-1)
+
+
+def _pool(
+    encoder: nn.Module,
+    flat: torch.Tensor,
+    pooled_dims: Sequence[int],
+    masks: Mapping[int, torch.Tensor] | None,
+) -> torch.Tensor:
+    """``flat`` (features last) pooled by ``encoder`` over the plate dims
+    ``pooled_dims``, counting only the present replicates of multiset plates."""
+    weight = None
+    for d in pooled_dims:
+        if masks and d in masks:
+            m = masks[d].to(flat.dtype)
+            weight = m if weight is None else weight * m
+    if weight is not None:
+        weight = weight.unsqueeze(-1)
+    return encoder(flat, tuple(d - 1 for d in pooled_dims), weight)
 
 
 def fit_batch(h: torch.Tensor, block: torch.Size, max_depth: int) -> torch.Tensor:

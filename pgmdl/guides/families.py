@@ -40,7 +40,12 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from torch.distributions import biject_to
-from torch.distributions.transforms import SoftplusTransform, Transform
+from torch.distributions.transforms import (
+    IndependentTransform,
+    SoftplusTransform,
+    StickBreakingTransform,
+    Transform,
+)
 
 from pgmdl.errors import GuideError
 
@@ -118,7 +123,7 @@ class NormalFamily(Family):
         transform: Transform | None = None,
     ) -> None:
         super().__init__(event_shape)
-        self.transform = biject_to(support) if transform is None else transform
+        self.transform = _interior(biject_to(support)) if transform is None else transform
         self.identity = _is_identity(self.transform)
         self.unconstrained_shape = self.transform.inverse_shape(self.event_shape)
         self.size = self.unconstrained_shape.numel()
@@ -139,7 +144,39 @@ class NormalFamily(Family):
         base = dist.Normal(loc, scale).to_event(len(self.unconstrained_shape))
         if self.identity:
             return base
-        return dist.TransformedDistribution(base, [self.transform])
+        # a fresh cached transform per call: the log-density of the value just sampled
+        # uses the Gaussian draw it came from, not T^{-1}(value) recomputed in floating
+        # point, which cancels catastrophically near the support's boundary (the
+        # stick-breaking inverse of a point with components ~1e-8 is off by ~1e9 nats
+        # in float32) and lets the optimizer drive the ELBO without bound
+        return dist.TransformedDistribution(base, [self.transform.with_cache(1)])
+
+
+class InteriorStickBreakingTransform(StickBreakingTransform):
+    r"""Stick-breaking onto the simplex, each component at least the dtype's
+    smallest normal number.
+
+    The components are products of sigmoids; under a sparse prior
+    (``Dirichlet`` with concentrations below 1, as in LDA) a logistic-Normal
+    draw underflows to denormals or 0 in float32, where the prior's
+    log-density gradient :math:`(\alpha - 1)/p` is infinite and the ELBO's
+    gradient becomes NaN. Clamping moves the value by less than
+    ``finfo.tiny`` and blocks the gradient of the clamped components only.
+    """
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return super()._call(x).clamp_min(torch.finfo(x.dtype).tiny)
+
+
+def _interior(transform: Transform) -> Transform:
+    """``transform`` with stick-breaking kept off the simplex's float boundary."""
+    if type(transform) is StickBreakingTransform:
+        return InteriorStickBreakingTransform()
+    if isinstance(transform, IndependentTransform):
+        return IndependentTransform(
+            _interior(transform.base_transform), transform.reinterpreted_batch_ndims
+        )
+    return transform
 
 
 class BetaFamily(Family):
