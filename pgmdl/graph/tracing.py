@@ -280,9 +280,10 @@ class TaggedTensor(ProvenanceTensor):
 def inexact(provenance: frozenset) -> frozenset:
     """``provenance`` after an operation that is not a view: argument refs
     keep their region but can no longer be replayed."""
-    if not any(isinstance(p, ArgumentRef) and p.exact for p in provenance):
-        return provenance
-    return frozenset(p.inexact() if isinstance(p, ArgumentRef) else p for p in provenance)
+    for p in provenance:
+        if type(p) is ArgumentRef and p.exact:
+            return frozenset(p.inexact() if type(p) is ArgumentRef else p for p in provenance)
+    return provenance
 
 
 def _mark_inexact(result: Any) -> Any:
@@ -572,24 +573,33 @@ def _held_provenance(
 ) -> frozenset:
     """Provenance of every tensor ``obj`` holds: attributes, nested
     distributions and transforms, lists, tuples and dicts of them."""
+    if isinstance(obj, torch.Tensor):
+        return get_provenance(obj) | lookup(obj)
     seen = set() if seen is None else seen
     if id(obj) in seen or depth > 6:
         return frozenset()
     seen.add(id(obj))
-    if isinstance(obj, torch.Tensor):
-        return get_provenance(obj) | lookup(obj)
-    if isinstance(obj, list | tuple):
-        items = list(obj)
+    if isinstance(obj, _HOLDERS):
+        items: Any = vars(obj).values()
     elif isinstance(obj, dict):
-        items = list(obj.values())
-    elif isinstance(obj, torch.distributions.Distribution | torch.distributions.Transform):
-        items = list(vars(obj).values())
-    else:
-        return frozenset()
+        items = obj.values()
+    else:  # a list or tuple
+        items = obj
     provenance: frozenset = frozenset()
     for item in items:
-        provenance |= _held_provenance(item, lookup, seen, depth + 1)
+        if isinstance(item, torch.Tensor):
+            if isinstance(item, ProvenanceTensor):
+                provenance |= item._provenance
+            provenance |= lookup(item)
+        elif isinstance(item, _CONTAINERS) or (
+            type(item) is tuple and item and not isinstance(item[0], int)
+        ):
+            provenance |= _held_provenance(item, lookup, seen, depth + 1)
     return provenance
+
+
+_HOLDERS = (torch.distributions.Distribution, torch.distributions.Transform)
+_CONTAINERS = (*_HOLDERS, list, dict)
 
 
 # Distributions whose parameters are exactly their tensor attributes (lazy
@@ -792,12 +802,19 @@ _INPLACE_DUNDERS = frozenset(
 
 def _is_inplace(func: Any, kwargs: dict) -> bool:
     """``x.add_(...)``, ``x[...] = ...``, ``x += ...`` or ``torch.f(..., out=x)``."""
-    if isinstance(kwargs.get("out"), torch.Tensor):
+    if kwargs and isinstance(kwargs.get("out"), torch.Tensor):
         return True
-    name = getattr(func, "__name__", "")
-    if name in _INPLACE_DUNDERS:
-        return True
-    return name.endswith("_") and not name.startswith("_") and name != "requires_grad_"
+    known = _INPLACE_BY_FUNC.get(func)
+    if known is None:
+        name = getattr(func, "__name__", "")
+        known = name in _INPLACE_DUNDERS or (
+            name.endswith("_") and not name.startswith("_") and name != "requires_grad_"
+        )
+        _INPLACE_BY_FUNC[func] = known
+    return known
+
+
+_INPLACE_BY_FUNC: dict[Any, bool] = {}
 
 
 def _user_location() -> str | None:
