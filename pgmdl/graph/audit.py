@@ -96,7 +96,7 @@ from torch import nn
 from torch.distributions.transforms import _InverseTransform
 
 from pgmdl.errors import ModelError
-from pgmdl.graph.compile import _isolated_run, compile_model
+from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink
 from pgmdl.graph.plated import (
@@ -934,7 +934,7 @@ def _guide_run(guide: Callable[..., Any], args: tuple, kwargs: dict, replay: Any
     modules = [m for m in [guide, getattr(guide, "__self__", None)] if isinstance(m, nn.Module)]
     modes = [(m, m.training) for module in modules for m in module.modules()]
     try:
-        with _isolated_run(), torch.no_grad():
+        with isolated_run(), torch.no_grad():
             for module in modules:
                 module.eval()
             torch.manual_seed(0)

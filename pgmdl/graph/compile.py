@@ -108,7 +108,7 @@ def compile_model(
 
     records = []
     validate = is_validation_enabled()
-    with _isolated_run():
+    with isolated_run():
         for i in range(num_traces):
             pyro.set_rng_seed(seed + i)
             # The first run validates as the user asked; later runs only compare
@@ -443,7 +443,7 @@ def _dynamic_sites(runs: list[dict[str, _Site]]) -> list[str]:
 
 
 @contextmanager
-def _isolated_run():
+def isolated_run():
     """Restore the RNG states and drop params created while compiling."""
     store = pyro.get_param_store()
     known_params = set(store.keys())

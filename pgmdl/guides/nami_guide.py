@@ -77,10 +77,11 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
 from pyro.params.param_store import param_with_module_name
+from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
-from pgmdl.graph.compile import compile_model
+from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
 from pgmdl.graph.sites import MULTISET_MASKS_KEY
@@ -1028,14 +1029,19 @@ def sometimes_observed(
                 found[site] = view
     unset = [n for n in optional if bound.arguments.get(n) is None and n not in found]
     if unset:
-        trace = poutine.trace(model).get_trace(*args, **kwargs)
+        with isolated_run():
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
         for name in unset:
-            for site in graph.latent_sites:
-                if graph[site].enumerate or not isinstance(
-                    trace.nodes[site]["value"], torch.Tensor
-                ):
+            # which sites take the argument as obs= (cheap: one run with a marker);
+            # if the model transforms it first, every latent site is a candidate
+            candidates = _sites_observing(model, call_with(name, _PROBE))
+            if candidates is None:
+                candidates = list(graph.latent_sites)[:_MAX_PROBES]
+            for site in candidates:
+                value = trace.nodes[site]["value"] if site in trace.nodes else None
+                if graph[site].enumerate or not isinstance(value, torch.Tensor):
                     continue
-                observed = probe(name, trace.nodes[site]["value"].detach())
+                observed = probe(name, value.detach())
                 view = observed[site].bound_view if observed and site in observed.sites else None
                 if (
                     view is not None
@@ -1051,6 +1057,37 @@ def sometimes_observed(
     for view in found.values():
         latent_args.arguments[view.path] = None
     return found, latent_args.args, latent_args.kwargs
+
+
+_PROBE = object()  # stands for an optional argument while looking for its obs= site
+_MAX_PROBES = 16
+
+
+class _ProbeCatcher(Messenger):
+    """Turn ``obs=_PROBE`` into a latent site, noting the site's name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: list[str] = []
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["value"] is _PROBE:
+            self.sites.append(msg["name"])
+            msg["value"] = None
+            msg["is_observed"] = False
+
+
+def _sites_observing(model: Callable[..., Any], call: tuple[tuple, dict]) -> list[str] | None:
+    """The sites that take the probe marker as ``obs=`` (None: the model could
+    not run with it, e.g. it computes with the argument first)."""
+    catcher = _ProbeCatcher()
+    try:
+        with isolated_run(), poutine.block(), catcher, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            poutine.trace(model).get_trace(*call[0], **call[1])
+    except Exception:  # noqa: BLE001 - the model does not accept the marker
+        return None
+    return catcher.sites
 
 
 def _size(plates: dict[str, Any], name: str) -> int:

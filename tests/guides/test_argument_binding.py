@@ -159,3 +159,19 @@ def test_an_explicit_binding_that_disagrees_with_the_traced_value_warns():
     )
     with pytest.warns(GuideWarning, match=r"bindings=\{'y'.*not the model's observed value"):
         guide(torch.randn(4, 2))
+
+
+def test_an_optional_argument_cast_before_obs_is_still_found():
+    def model(xs, ys=None):
+        with pyro.plate("data", xs.shape[0]):
+            y = pyro.sample(
+                "y", dist.Bernoulli(0.5), obs=None if ys is None else ys.float()
+            )  # the marker cannot be cast: every latent site is tried with its own value
+            z = pyro.sample("z", dist.Normal(y, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=xs)
+
+    guide = pgmdl.NaMIGuide(model)
+    guide.setup(torch.randn(6))  # unlabelled first
+    labels = torch.tensor([1, 0, 1, 1, 0, 0])
+    assert "y" not in pyro.poutine.trace(guide).get_trace(torch.randn(6), labels).nodes
+    assert guide.sites[0] == "y"
