@@ -81,6 +81,8 @@ class ViewOp:
         """This operation on ``value`` (plate indices read as "all members"
         unless ``for_region``, where the traced indices are used)."""
         args = tuple(value if a is SELF else a for a in self.args)
+        if for_region:  # on the CPU index tensor: index tensors recorded on a GPU follow
+            args = tuple(_to_device(a, value.device) for a in args)
         if self.plate_slots and not for_region:
             if getattr(self.func, "__name__", "") == "index_select":
                 return value  # all members: the guide subsamples with its own plate
@@ -193,6 +195,14 @@ class ArgumentRef:
         ``a function of data[:, 1]`` when inexact."""
         text = self.path + "".join(op.describe() for op in self.derivation)
         return text if self.exact else f"a value computed from {text}"
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if type(value) is tuple:
+        return tuple(_to_device(v, device) for v in value)
+    return value
 
 
 def _is_reshape(func: Any) -> bool:

@@ -97,8 +97,9 @@ def test_plate_view_shares_the_joint_density_and_kl_out_over_the_replicates(devi
     loc, nu = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     scale = torch.rand(shape, generator=g) + 0.2
     mask = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
-    joint = CorrelatedMultisetNormal(loc.to(device), scale.to(device), nu.to(device),
-                                     mask.to(device))
+    joint = CorrelatedMultisetNormal(
+        loc.to(device), scale.to(device), nu.to(device), mask.to(device)
+    )
     q = PlateView(joint, dim=-2)
     value = q.rsample((4,))
     assert value.shape == (4, 5, 3, 2)
@@ -139,8 +140,9 @@ def test_posterior_moments_of_a_trained_joint_guide(device):
     pyro.set_rng_seed(0)
     g = torch.Generator().manual_seed(4)
     guide = pgmdl.NaMIGuide(sum_model, hidden=(32,))
-    svi = SVI(sum_model, guide, pyro.optim.ClippedAdam({"lr": 3e-3, "lrd": 0.999}),
-              TraceMeanField_ELBO())
+    svi = SVI(
+        sum_model, guide, pyro.optim.ClippedAdam({"lr": 3e-3, "lrd": 0.999}), TraceMeanField_ELBO()
+    )
     for _ in range(500 if FAST else 1500):
         svi.step(*draw(64, 3, device, g))
     m, mask, x = draw(400, 3, device, g)
