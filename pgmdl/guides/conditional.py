@@ -127,6 +127,7 @@ class Conditional(nn.Module):
         family: the variational family.
         hidden: hidden widths of the networks.
         init: a typical value of the site (the family's starting point).
+        init_scale: the family's initial scale (Gaussian families).
         network: a module (or a factory ``f(in_features, out_features)``)
             replacing the default :class:`ResidualMLP`; it maps the features
             to the family's raw parameters.
@@ -143,6 +144,7 @@ class Conditional(nn.Module):
         *,
         hidden: Sequence[int] = (64,),
         init: torch.Tensor | None = None,
+        init_scale: float = 1.0,
         network: nn.Module | Callable[[int, int], nn.Module] | None = None,
         path_derivative: bool = False,
         flow: bool = False,
@@ -159,7 +161,7 @@ class Conditional(nn.Module):
             self.flow = _make_flow(site, family, in_features, hidden)
             self.net = None
         elif network is None:
-            bias = family.init_bias(init)
+            bias = family.init_bias(init, init_scale)
             self.net = ResidualMLP(in_features, family.num_params, hidden, init_bias=bias)
         elif isinstance(network, nn.Module):
             self.net = network

@@ -26,9 +26,10 @@ raises :class:`~pgmdl.errors.GuideError` naming the site and support.
 Initialization follows the thesis' design advice (Berger 2021, §4.2.4): the
 last layer of every conditional network starts at zero, so each conditional
 starts as the constant distribution given by the family's
-:meth:`Family.init_bias`: unit scale in the unconstrained space around the
-prior's typical value (``init``), which lets the guide start close to the
-prior instead of imposing an arbitrary organization on the latent space.
+:meth:`Family.init_bias`: a given scale in the unconstrained space
+(``NaMIGuide(init_scale=...)``) around the prior's typical value (``init``),
+which lets the guide start close to the prior instead of imposing an
+arbitrary organization on the latent space.
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ class Family:
         self.event_shape = torch.Size(event_shape)
         self.num_params = 0
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         """The raw vector of the initial, constant conditional.
 
         Args:
             init: a typical value of the site, of shape ``event_shape``
                 (for discrete sites: the prior's probabilities), or ``None``.
+            scale: the initial scale in the unconstrained space, for the
+                families that have one (Gaussian families); others ignore it.
         """
         raise NotImplementedError
 
@@ -129,13 +132,14 @@ class NormalFamily(Family):
         self.size = self.unconstrained_shape.numel()
         self.num_params = 2 * self.size
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         loc = torch.zeros(self.size)
         if init is not None:
             value = self.transform.inv(init.detach().to(torch.get_default_dtype()).cpu())
             value = value.reshape(-1)
             loc = torch.where(torch.isfinite(value), value, torch.zeros_like(value))
-        return torch.cat([loc, torch.full((self.size,), _SOFTPLUS_ONE)])
+        raw_scale = _softplus_inverse(torch.full((self.size,), float(scale)))
+        return torch.cat([loc, raw_scale])
 
     def __call__(self, raw: torch.Tensor) -> dist.TorchDistribution:
         shape = raw.shape[:-1] + self.unconstrained_shape
@@ -190,7 +194,7 @@ class BetaFamily(Family):
         self.size = self.event_shape.numel()
         self.num_params = 2 * self.size
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         mean = torch.full((self.size,), 0.5)
         if init is not None:
             mean = init.detach().cpu().reshape(-1).to(mean.dtype).clamp(0.05, 0.95)
@@ -215,7 +219,7 @@ class DirichletFamily(Family):
         self.size = self.event_shape.numel()
         self.num_params = self.size
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         mean = torch.full(self.event_shape, 1.0 / self.k)
         if init is not None:
             mean = init.detach().cpu().to(mean.dtype).clamp_min(1e-3)
@@ -238,7 +242,7 @@ class BernoulliFamily(Family):
         super().__init__(event_shape)
         self.num_params = self.event_shape.numel()
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         if init is None:
             return torch.zeros(self.num_params)
         p = init.detach().cpu().to(torch.get_default_dtype()).reshape(-1).clamp(1e-4, 1 - 1e-4)
@@ -267,7 +271,7 @@ class CategoricalFamily(Family):
         self.cells = torch.Size(cells)
         self.num_params = self.cells.numel() * self.k
 
-    def init_bias(self, init: torch.Tensor | None) -> torch.Tensor:
+    def init_bias(self, init: torch.Tensor | None, scale: float = 1.0) -> torch.Tensor:
         if init is None:
             return torch.zeros(self.num_params)
         probs = init.detach().cpu().to(torch.get_default_dtype()).clamp_min(1e-6)
