@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/btgm_households.py
 	$(BIN)/python benchmarks/btgm_digits.py
 	$(BIN)/python benchmarks/missing_digits.py
+	$(BIN)/python benchmarks/conformance.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

@@ -145,3 +145,27 @@ def test_btgm_overhead_times_both_sizes():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("z=")]
     assert len(rows) == 2 and all(line.rstrip().endswith("x") for line in rows), result.stdout
+
+
+def test_conformance_runs_every_program():
+    from tests.conformance.programs import NAMES
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "conformance.py"),
+            "--fast",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("program "))
+    for title in ("loss hand", "loss NaMI", "loss AutoNormal", "step NaMI/hand"):
+        assert title in header, header
+    rows = [line.split()[0] for line in lines if line.split()[:1] and line.split()[0] in NAMES]
+    assert rows == list(NAMES), result.stdout
