@@ -42,6 +42,8 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import biject_to
 from torch.distributions.transforms import (
+    ComposeTransform,
+    ExpTransform,
     IndependentTransform,
     SoftplusTransform,
     StickBreakingTransform,
@@ -172,14 +174,37 @@ class InteriorStickBreakingTransform(StickBreakingTransform):
         return super()._call(x).clamp_min(torch.finfo(x.dtype).tiny)
 
 
+class InteriorExpTransform(ExpTransform):
+    r""":math:`\exp` onto the positive reals, kept within the dtype's normal range
+    :math:`[\text{tiny}, \text{max}]`.
+
+    A LogNormal draw whose location drifts below :math:`-87` (float32)
+    underflows to a denormal or 0; under a sparse ``Gamma`` prior (shape
+    below 1, as in a sparse gamma DEF) the prior's log-density gradient
+    :math:`(\alpha - 1)/z` then overflows and the ELBO's gradient turns NaN.
+    A draw above :math:`e^{88}` is ``inf``. Clamping moves the value by less
+    than ``finfo.tiny`` at the bottom and keeps it finite at the top; only
+    the clamped components lose their gradient.
+    """
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        info = torch.finfo(x.dtype)
+        return super()._call(x).clamp(info.tiny, info.max)
+
+
 def _interior(transform: Transform) -> Transform:
-    """``transform`` with stick-breaking kept off the simplex's float boundary."""
+    """``transform`` with values kept off the float boundary of its codomain
+    (stick-breaking on the simplex, ``exp`` on the positive reals)."""
     if type(transform) is StickBreakingTransform:
         return InteriorStickBreakingTransform()
+    if type(transform) is ExpTransform:
+        return InteriorExpTransform()
     if isinstance(transform, IndependentTransform):
         return IndependentTransform(
             _interior(transform.base_transform), transform.reinterpreted_batch_ndims
         )
+    if isinstance(transform, ComposeTransform):
+        return ComposeTransform([_interior(part) for part in transform.parts])
     return transform
 
 

@@ -80,7 +80,7 @@ from pyro.params.param_store import param_with_module_name
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
-from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError
+from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingError
 from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
@@ -843,12 +843,21 @@ class NaMIGuide(AutoGuide):
                         stack.enter_context(plates[plate])
                 if site in self.conditional_overrides:
                     q = self.conditional_overrides[site]({p: values[p] for p, _ in parents})
-                elif site in self._joint:
-                    plate = plates[self._joint[site]]
-                    mask = plate.mask if isinstance(plate, MultisetPlate) else None
-                    q = conditionals[keys[site]](features, block, self._max_depth, mask, masks)
                 else:
-                    q = conditionals[keys[site]](features, block, self._max_depth, masks)
+                    try:
+                        if site in self._joint:
+                            plate = plates[self._joint[site]]
+                            mask = plate.mask if isinstance(plate, MultisetPlate) else None
+                            q = conditionals[keys[site]](
+                                features, block, self._max_depth, mask, masks
+                            )
+                        else:
+                            q = conditionals[keys[site]](features, block, self._max_depth, masks)
+                    except ValueError as err:
+                        problem = self._nonfinite(site, parents, features)
+                        if problem is None:
+                            raise
+                        raise TrainingError(problem) from err
                 infer = {}
                 if self.enumerate and q.support.is_discrete:
                     infer["enumerate"] = self.enumerate
@@ -858,6 +867,36 @@ class NaMIGuide(AutoGuide):
             if site in self._read_by:
                 features[site] = inputs[keys[site]](value)
         return result
+
+    def _nonfinite(
+        self,
+        site: str,
+        parents: tuple[tuple[str, PlateLink], ...],
+        features: dict[str, torch.Tensor],
+    ) -> str | None:
+        """Why ``site``'s conditional got non-finite parameters, naming the site,
+        or None if nothing is non-finite (the error was something else)."""
+        module = self.conditionals[self._keys[site]]
+        bad = [n for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            return (
+                f"the parameters of q({site} | ...) in NaMIGuide are NaN or infinite "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): an earlier optimizer "
+                "step applied a non-finite gradient. Lower the learning rate, or train with "
+                "pgmdl.fit, which checks every step before updating and names the sites whose "
+                "log-densities went non-finite."
+            )
+        parents_bad = [
+            p for p, _ in parents if p in features and not bool(torch.isfinite(features[p]).all())
+        ]
+        if parents_bad:
+            return (
+                f"q({site} | ...) in NaMIGuide reads non-finite values of "
+                f"{', '.join(map(repr, parents_bad))} in this call (NaN or infinite data, or a "
+                "parent sampled from a conditional that overflowed). Check the data, or lower "
+                "the learning rate."
+            )
+        return None
 
     def _observed_in_this_call(
         self, arguments: dict[str, Any], plates: dict[str, Any], index: set[str]

@@ -40,7 +40,24 @@ class ResidualMLP(nn.Module):
     :math:`\phi` is a stack of ``Linear`` + activation layers. With
     ``zero_init=True`` (the default for conditionals) :math:`L` and
     :math:`W_{out}` start at zero, so the output starts at ``init_bias`` for
-    every input.
+    every input, and the two zero-initialized layers are *fan-in scaled*:
+
+    .. math::
+
+        y = b + \frac{L x}{\sqrt{n_{in}}} + \frac{W_{out}\,\phi(x)}{\sqrt{n_{hidden}}}
+
+    Adam moves every weight by about the learning rate per step whatever its
+    gradient's size, so with all weights starting at zero the first steps
+    move :math:`L x` coherently by about :math:`\text{lr}\sum_i |x_i|`: for a
+    784-pixel image, 6 units of the output per step at lr 0.01, where a
+    hand-written encoder's last layer moves about 0.5. The factors bring the
+    step to :math:`\text{lr}\,\sqrt{n}` (the equalized learning rate of
+    Karras et al. 2018, on the layers that start at zero). Measured on a
+    Bernoulli VAE (issue 17: 784 pixels, 32 images, 300 steps, 2 seeds): at
+    lr 0.01 the unscaled guide stalled or diverged (losses 2,900-3,800), the
+    scaled one reaches 690-780 (a hand-written encoder 950); at lr 0.003
+    2,730 (hand-written 2,850-2,950); at lr 0.001 4,120 (hand-written
+    4,030-4,090, unscaled 3,490-3,570: the price of the robustness).
 
     Args:
         in_features: input width (0 gives a learned constant: free parameters).
@@ -77,6 +94,9 @@ class ResidualMLP(nn.Module):
                 width = h
             self.body = nn.Sequential(*layers)
             self.out = nn.Linear(width, out_features, bias=False)
+        # fan-in scaling of the layers that start at zero (see the class docstring)
+        self.linear_gain = 1.0 / math.sqrt(in_features) if zero_init and in_features else 1.0
+        self.out_gain = 1.0 / math.sqrt(self.out.in_features) if zero_init and self.out else 1.0
         if zero_init:
             for layer in (self.linear, self.out):
                 if layer is not None:
@@ -85,9 +105,9 @@ class ResidualMLP(nn.Module):
     def forward(self, x: torch.Tensor | None) -> torch.Tensor:
         if self.linear is None or x is None:
             return self.bias
-        y = self.linear(x) + self.bias
+        y = self.linear(x) * self.linear_gain + self.bias
         if self.body is not None:
-            y = y + self.out(self.body(x))
+            y = y + self.out(self.body(x)) * self.out_gain
         return y
 
 
