@@ -232,6 +232,7 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             order=site.order,
             bound_argument=bound_argument,
             bound_view=site.value_ref,
+            masks=site.masks,
             inputs=tuple(sorted(inputs)),
             enumerate=site.enumerate,
             observation=site.observation,

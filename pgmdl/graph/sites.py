@@ -25,6 +25,42 @@ leaves ``{plate name: mask}`` on every sample site inside it, for the compiler."
 
 
 @dataclass(frozen=True)
+class SiteMask:
+    """How the model masks a latent site, so a guide can mask it the same way.
+
+    Where the model masks entries of a latent site (``poutine.mask``, as the
+    deep Markov model does for padded time steps, or ``Normal(...).mask(m)``,
+    as AIR does for absent objects), it scores nothing for them; a guide that
+    still scores them has an unbounded ELBO (its entropy there grows
+    freely). ``kind`` says where the mask comes from:
+
+    * ``"argument"``: ``source`` is the :class:`~pgmdl.graph.views.ArgumentRef`
+      of the view of a model argument the mask is (``mask[:, t - 1]``);
+    * ``"site"``: ``source`` is the name of an earlier site whose nonzero
+      entries the mask is (``.mask(z_pres)``), checked on the traced values;
+    * ``"constant"``: ``source`` is the mask itself (a bool or a tensor);
+    * ``"unknown"``: any other computation (``source`` describes it).
+
+    ``event_dims`` counts the trailing dims of the mask that an
+    ``Independent`` outside ``.mask(m)`` reinterprets as event dims: a
+    guide masks an event where the mask holds for all its entries.
+    """
+
+    kind: Literal["argument", "site", "constant", "unknown"]
+    source: Any = field(compare=False)
+    event_dims: int = 0  # dims of the mask that ``.to_event`` outside it makes event dims
+
+    def describe(self) -> str:
+        if self.kind == "argument":
+            return self.source.describe()
+        if self.kind == "site":
+            return f"site {self.source!r} (its nonzero entries)"
+        if self.kind == "constant":
+            return "a constant mask"
+        return str(self.source)
+
+
+@dataclass(frozen=True)
 class PlateInfo:
     """A conditional-independence plate (``pyro.plate``).
 
@@ -117,6 +153,7 @@ class SiteInfo:
             (``infer["observation"]``, set by :mod:`pgmdl.observe`: a
             quasi-deterministic ``x = f(z) + ε`` and its noise scale), drawn
             under the site's name by :func:`pgmdl.render`.
+        masks: for a latent site, how the model masks it (:class:`SiteMask`).
         derived_from: for an observed site whose value is a deterministic
             function of another observed site's value (a coarse level of a
             multiscale observation), ``(source site, fn)`` with
@@ -140,6 +177,7 @@ class SiteInfo:
     enumerate: str | None = None
     observation: str | None = None
     derived_from: tuple[str, Callable[[Any], Any]] | None = field(default=None, compare=False)
+    masks: tuple[SiteMask, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def is_latent(self) -> bool:

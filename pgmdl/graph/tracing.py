@@ -55,7 +55,7 @@ from torch.distributions import Independent
 from torch.overrides import TorchFunctionMode
 
 from pgmdl.errors import ModelError
-from pgmdl.graph.sites import MULTISET_MASKS_KEY
+from pgmdl.graph.sites import MULTISET_MASKS_KEY, SiteMask
 from pgmdl.graph.views import VIEW_FUNCS, ArgumentRef, PlateIndex, record_view
 
 
@@ -93,6 +93,7 @@ class SiteRecord:
     derived_from: tuple[str, Any] | None = None
     parent_refs: frozenset[ArgumentRef] = frozenset()
     value_ref: ArgumentRef | None = None
+    masks: tuple[SiteMask, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,7 @@ class _SiteRecorder(Messenger):
         self.record = record
         self.model_name = model_name
         self.refinement = refinement
+        self.values: dict[str, torch.Tensor] = {}
 
     def _pyro_post_sample(self, msg: dict) -> None:
         if site_is_subsample(msg):
@@ -451,6 +453,7 @@ class _SiteRecorder(Messenger):
         if lookup(msg["value"]):  # written in place: not a view of the argument
             value_ref = None
         multiset_masks = msg["infer"].get(MULTISET_MASKS_KEY, {})
+        masks = self._masks(msg, lookup) if kind == "latent" else ()
 
         self.record.sites[name] = SiteRecord(
             name=name,
@@ -474,9 +477,59 @@ class _SiteRecorder(Messenger):
             derived_from=msg["infer"].get("derived_from"),
             parent_refs=frozenset(p for p in parent_provenance if isinstance(p, ArgumentRef)),
             value_ref=value_ref,
+            masks=masks,
         )
+        self.values[name] = value
         # Downstream code sees only this site's name: direct dependencies only.
         msg["value"] = TaggedTensor(value, frozenset({name}))
+
+    def _masks(self, msg: dict, lookup: Callable[[Any], frozenset]) -> tuple[SiteMask, ...]:
+        """How the model masks a latent site (``poutine.mask``, ``.mask(m)``), in
+        a form a guide can reproduce: a view of an argument, the value of an
+        earlier site, a constant, or ``"unknown"`` (see :class:`SiteMask`)."""
+        found = []
+        # inside a multiset plate the handler mask includes the plate's own mask,
+        # which a guide's multiset plate applies itself
+        if msg["mask"] is not None and not msg["infer"].get(MULTISET_MASKS_KEY):
+            found.append((msg["mask"], 0))
+        fn, event_dims = msg["fn"], 0
+        while isinstance(fn, _WRAPPERS):
+            if isinstance(fn, MaskedDistribution):
+                found.append((fn._mask, event_dims))
+            if isinstance(fn, Independent):
+                event_dims += fn.reinterpreted_batch_ndims
+            fn = fn.base_dist
+        return tuple(self._site_mask(m, lookup, dims) for m, dims in found)
+
+    def _site_mask(
+        self, mask: Any, lookup: Callable[[Any], frozenset], event_dims: int
+    ) -> SiteMask:
+        mask = self._site_mask_kind(mask, lookup)
+        return dataclasses.replace(mask, event_dims=event_dims)
+
+    def _site_mask_kind(self, mask: Any, lookup: Callable[[Any], frozenset]) -> SiteMask:
+        if not isinstance(mask, torch.Tensor):
+            return SiteMask("constant", bool(mask))
+        provenance = get_provenance(mask) | lookup(mask)
+        plain = detach_provenance(mask)
+        if not provenance:
+            return SiteMask("constant", plain.clone())
+        ref = _exact_ref(provenance)
+        if ref is not None:
+            return SiteMask("argument", ref)
+        sites = [p for p in provenance if isinstance(p, str)]
+        if len(sites) == 1 and len(provenance) == 1 and sites[0] in self.values:
+            source = self.values[sites[0]]
+            try:
+                same = torch.equal(
+                    plain.bool(), torch.broadcast_to(source != 0, plain.shape).to(plain.device)
+                )
+            except RuntimeError:  # shapes that do not broadcast
+                same = False
+            if same:
+                return SiteMask("site", sites[0])
+        described = ", ".join(sorted(map(str, sites))) or "arguments"
+        return SiteMask("unknown", f"a mask computed from {described}")
 
     def _pyro_post_param(self, msg: dict) -> None:
         self.record.params.append(msg["name"])

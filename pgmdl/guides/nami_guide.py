@@ -84,7 +84,7 @@ from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingEr
 from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
-from pgmdl.graph.sites import MULTISET_MASKS_KEY
+from pgmdl.graph.sites import MULTISET_MASKS_KEY, SiteMask
 from pgmdl.graph.tracing import ALIGNED, model_signature, unwrap_distribution
 from pgmdl.graph.views import ArgumentRef
 from pgmdl.guides.bindings import ArgumentReader, view_binding
@@ -301,6 +301,7 @@ class NaMIGuide(AutoGuide):
             (-p.dim for p in graph.plates.values() if p.dim is not None), default=0
         )
         self._structure = self._guide_structure(graph, self.inverse, free)
+        self._masks = self._mask_readers(graph)
         self._joint = self._joint_conditionals(graph, self.inverse, self._structure)
         self._given_shapes = self._read_given_shapes(graph, arguments)
         self._witness = self._plate_witnesses(graph, arguments)
@@ -383,12 +384,25 @@ class NaMIGuide(AutoGuide):
         # may depend on them, so that a call observing them conditions the rest
         # on the given values exactly as a faithful inverse of that call would
         sometimes = [s for s in inverse.elimination_order if s in self._sometimes]
-        if enumerated or free or sometimes:
-            first = set(free) | set(enumerated) | set(sometimes)
+        # sites whose values mask other latents (AIR's z_pres for z_where): sampled
+        # before them, so that the guide can mask the same entries the model does
+        sources = {
+            m.source
+            for s in graph.latent_sites
+            for m in graph[s].masks
+            if m.kind == "site" and m.source in graph.sites and graph[m.source].is_latent
+        }
+        masking = [
+            s
+            for s in inverse.elimination_order
+            if s in sources and s not in free and s not in self._sometimes
+        ]
+        if enumerated or free or sometimes or masking:
+            first = set(free) | set(enumerated) | set(sometimes) | set(masking)
             rest = [s for s in inverse.elimination_order if s not in first]
             last = [s for s in inverse.elimination_order if s in free]
             inverse = invert(
-                graph, order=enumerated + rest + sometimes + last, augment=self.augment
+                graph, order=enumerated + rest + masking + sometimes + last, augment=self.augment
             )
         return inverse
 
@@ -861,12 +875,77 @@ class NaMIGuide(AutoGuide):
                 infer = {}
                 if self.enumerate and q.support.is_discrete:
                     infer["enumerate"] = self.enumerate
+                if site in self._masks:  # mask the entries the model masks
+                    mask = None
+                    for read in self._masks[site]:
+                        m = read(arguments, values)
+                        mask = m if mask is None else mask & m
+                    stack.enter_context(poutine.mask(mask=mask))
                 value = pyro.sample(site, q, infer=infer)
             values[site] = value
             result[site] = value
             if site in self._read_by:
                 features[site] = inputs[keys[site]](value)
         return result
+
+    def _mask_readers(
+        self, graph: ModelGraph
+    ) -> dict[str, list[Callable[[dict[str, Any], dict[str, torch.Tensor]], Any]]]:
+        """For each guide site the model masks, how to build the same mask at call
+        time (:class:`~pgmdl.graph.sites.SiteMask`). Where the model scores no
+        density for an entry, a guide that scores one has an unbounded ELBO
+        there; a mask the guide cannot rebuild is warned about."""
+        readers: dict[str, list[Callable[..., Any]]] = {}
+        order = list(self._structure)
+        for site in order:
+            # a multiset plate's own mask: the guide's MultisetPlate applies it
+            multiset = {
+                graph.plates[p].mask_argument
+                for p in graph[site].plates
+                if graph.plates[p].multiset
+            }
+            for mask in graph[site].masks:
+                if mask.kind == "argument" and mask.source.path in multiset:
+                    continue
+                read = self._mask_reader(graph, site, mask, order)
+                if read is not None:
+                    readers.setdefault(site, []).append(_per_event(read, mask.event_dims))
+        return readers
+
+    def _mask_reader(
+        self, graph: ModelGraph, site: str, mask: SiteMask, order: list[str]
+    ) -> Callable[[dict[str, Any], dict[str, torch.Tensor]], Any] | None:
+        if mask.kind == "constant":
+            return lambda arguments, values, m=mask.source: m
+        if mask.kind == "argument":
+            view = mask.source
+
+            def from_argument(arguments: dict[str, Any], values: dict) -> torch.Tensor:
+                value = self._reader.read_argument(arguments, view.path)
+                return view.replay(torch.as_tensor(value)).bool()
+
+            return from_argument
+        source = mask.source
+        if mask.kind == "site" and (
+            (source in order and order.index(source) < order.index(site))
+            or (source in graph.sites and not graph[source].is_latent)
+        ):
+            return lambda arguments, values, s=source: values[s] != 0
+        reason = (
+            f"site {source!r} is not sampled before it by the guide"
+            if mask.kind == "site"
+            else f"the mask is {mask.describe()}"
+        )
+        warnings.warn(
+            f"the model masks latent site {site!r} ({mask.describe()}), but NaMIGuide cannot "
+            f"build the same mask ({reason}): the guide scores entries the model does not, "
+            "and the ELBO is no bound on them (its entropy there can grow without limit). "
+            "Compute the mask as a view of a model argument, or as the value of an earlier "
+            "site (.mask(z_pres)), or give NaMIGuide(conditionals={...}) for this site.",
+            GuideWarning,
+            stacklevel=5,
+        )
+        return None
 
     def _nonfinite(
         self,
@@ -1180,6 +1259,21 @@ def _check_init_scale(
                 f"init_scale={init_scale!r}: use a positive number, or {{site: positive number}}"
             )
     return dict(init_scale) if isinstance(init_scale, Mapping) else init_scale
+
+
+def _per_event(read: Callable[..., Any], event_dims: int) -> Callable[..., Any]:
+    """A mask reader reduced over the mask's trailing ``event_dims``: an event is
+    masked out when all its entries are."""
+    if not event_dims:
+        return read
+
+    def reduced(arguments: dict[str, Any], values: dict[str, torch.Tensor]) -> Any:
+        mask = torch.as_tensor(read(arguments, values))
+        if mask.dim() <= event_dims:
+            return mask.all()
+        return mask.all(dim=tuple(range(-event_dims, 0)))
+
+    return reduced
 
 
 def _size(plates: dict[str, Any], name: str) -> int:
