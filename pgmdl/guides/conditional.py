@@ -128,6 +128,8 @@ class Conditional(nn.Module):
         hidden: hidden widths of the networks.
         init: a typical value of the site (the family's starting point).
         init_scale: the family's initial scale (Gaussian families).
+        fan_in_scaled: fan-in scaling of the network's zero-initialized
+            layers (:class:`~pgmdl.guides.nets.ResidualMLP`).
         network: a module (or a factory ``f(in_features, out_features)``)
             replacing the default :class:`ResidualMLP`; it maps the features
             to the family's raw parameters.
@@ -145,6 +147,7 @@ class Conditional(nn.Module):
         hidden: Sequence[int] = (64,),
         init: torch.Tensor | None = None,
         init_scale: float = 1.0,
+        fan_in_scaled: bool = True,
         network: nn.Module | Callable[[int, int], nn.Module] | None = None,
         path_derivative: bool = False,
         flow: bool = False,
@@ -162,7 +165,9 @@ class Conditional(nn.Module):
             self.net = None
         elif network is None:
             bias = family.init_bias(init, init_scale)
-            self.net = ResidualMLP(in_features, family.num_params, hidden, init_bias=bias)
+            self.net = ResidualMLP(
+                in_features, family.num_params, hidden, init_bias=bias, fan_in_scaled=fan_in_scaled
+            )
         elif isinstance(network, nn.Module):
             self.net = network
         else:

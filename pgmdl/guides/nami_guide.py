@@ -170,6 +170,14 @@ class NaMIGuide(AutoGuide):
             free parameters (as :class:`~pyro.infer.autoguide.AutoNormal`),
             1 for amortized sites (their conditional starts as wide as a unit
             prior: no KL to pay before the encoder has learned anything).
+        fan_in_scaled: scale each conditional's zero-initialized layers by
+            their fan-in (:class:`~pgmdl.guides.nets.ResidualMLP`), so that
+            under Adam a conditional moves per step about as much as a
+            hand-written encoder does. ``False`` gives the unscaled layers:
+            faster at small learning rates (held-out ELBO on the 8x8 digits
+            after 3000 steps at lr 0.001: 0.04-0.2 nats per digit better),
+            but a 784-pixel VAE stalls or diverges at lr 0.01 and a sparse
+            gamma DEF turns NaN at lr 0.03.
         init_loc_fn: where a global site's free parameters start, and an
             amortized conditional when the prior has no analytic mean: Pyro's
             ``init_to_mean`` by default (the prior's mean; its median where
@@ -206,6 +214,7 @@ class NaMIGuide(AutoGuide):
         bindings: Mapping[str, Callable[[dict[str, Any]], Any]] | None = None,
         init_loc_fn: Callable[[dict], torch.Tensor] = init_to_mean,
         init_scale: float | Mapping[str, float] | None = None,
+        fan_in_scaled: bool = True,
         create_plates: Callable[..., Any] | None = None,
         device: torch.device | str | None = None,
         multiset_sites: str | Sequence[str] = "auto",
@@ -238,6 +247,7 @@ class NaMIGuide(AutoGuide):
         self._user_bindings = frozenset(self.bindings)
         self.init_loc_fn = init_loc_fn
         self.init_scale = _check_init_scale(init_scale)
+        self.fan_in_scaled = bool(fan_in_scaled)
         self.device_option = device
         self.multiset_option = (
             multiset_sites if isinstance(multiset_sites, str) else tuple(multiset_sites)
@@ -497,6 +507,7 @@ class NaMIGuide(AutoGuide):
             hidden=self.hidden,
             init=self._init_value(site, family),
             init_scale=self._initial_scale(site),
+            fan_in_scaled=self.fan_in_scaled,
             network=network,
             path_derivative=self.path_derivative,
             flow=site in self.flow_sites,

@@ -65,6 +65,9 @@ class ResidualMLP(nn.Module):
         hidden: widths of the hidden layers of :math:`\phi` (empty: linear).
         activation: the hidden activation (a module class).
         zero_init: start as the constant ``init_bias``.
+        fan_in_scaled: with ``zero_init``, scale the zero-initialized layers
+            by their fan-in (see above); ``False`` restores unscaled layers,
+            which learn faster at small step sizes and stall at large ones.
         init_bias: the initial output (default zeros).
     """
 
@@ -77,6 +80,7 @@ class ResidualMLP(nn.Module):
         activation: type[nn.Module] = nn.ELU,
         zero_init: bool = True,
         init_bias: torch.Tensor | None = None,
+        fan_in_scaled: bool = True,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -95,8 +99,9 @@ class ResidualMLP(nn.Module):
             self.body = nn.Sequential(*layers)
             self.out = nn.Linear(width, out_features, bias=False)
         # fan-in scaling of the layers that start at zero (see the class docstring)
-        self.linear_gain = 1.0 / math.sqrt(in_features) if zero_init and in_features else 1.0
-        self.out_gain = 1.0 / math.sqrt(self.out.in_features) if zero_init and self.out else 1.0
+        scaled = zero_init and fan_in_scaled
+        self.linear_gain = 1.0 / math.sqrt(in_features) if scaled and in_features else 1.0
+        self.out_gain = 1.0 / math.sqrt(self.out.in_features) if scaled and self.out else 1.0
         if zero_init:
             for layer in (self.linear, self.out):
                 if layer is not None:

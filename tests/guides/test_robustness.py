@@ -133,3 +133,17 @@ def test_a_conditional_with_nan_parameters_is_named():
         guide.conditional("z").net.bias.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"q\(z \| \.\.\.\).*NaN.*learning rate"):
         guide(torch.randn(4))
+
+
+def test_fan_in_scaling_can_be_turned_off():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            loc = z.unsqueeze(-1).expand(x.shape)
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    x = torch.randn(4, 16)
+    scaled = pgmdl.NaMIGuide(model).setup(x).conditional("z").net
+    plain = pgmdl.NaMIGuide(model, fan_in_scaled=False).setup(x).conditional("z").net
+    assert scaled.linear_gain == pytest.approx(1 / 4) and scaled.out_gain == pytest.approx(1 / 8)
+    assert plain.linear_gain == 1.0 and plain.out_gain == 1.0
