@@ -14,13 +14,7 @@ from torch import nn
 import pgmdl
 from pgmdl.errors import GuideError, GuideWarning
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def image_vae(images):

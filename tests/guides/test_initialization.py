@@ -16,13 +16,7 @@ from pyro.infer.autoguide import AutoNormal
 import pgmdl
 from pgmdl.errors import GuideError, SiteNotFoundError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def regression(x, y=None):

@@ -22,13 +22,7 @@ import pgmdl
 from pgmdl.errors import TrainingError
 from pgmdl.guides.families import InteriorExpTransform
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ a Bernoulli VAE
