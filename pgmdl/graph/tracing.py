@@ -318,7 +318,7 @@ def _exact_view(func: Any, args: tuple, kwargs: dict) -> Any:
     if kwargs and get_provenance(kwargs):
         return None
     result = func(*plain, **kwargs)
-    ops = record_view(func, ref, tuple(plain), {**kwargs, "__plate_slots__": tuple(slots)}, result)
+    ops = record_view(func, tuple(plain), kwargs, result, plate_slots=tuple(slots))
     if isinstance(result, tuple | list):
         return type(result)(
             TaggedTensor(r, frozenset({ref.then(op)})) if isinstance(r, torch.Tensor) else r

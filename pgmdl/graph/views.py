@@ -311,13 +311,16 @@ VIEW_FUNCS: frozenset = REGION_VIEWS | VALUE_PRESERVING
 
 
 def record_view(
-    func: Any, ref: ArgumentRef, args: tuple, kwargs: dict, result: Any
+    func: Any,
+    args: tuple,
+    kwargs: dict,
+    result: Any,
+    plate_slots: tuple[tuple[tuple[int, ...], str], ...] = (),
 ) -> ViewOp | list[ViewOp]:
     """The :class:`ViewOp` (one per output for ``unbind``/``split``) that took
-    the exact view ``ref`` (``args[0]``) to ``result``. ``args`` and
-    ``kwargs`` are plain (provenance removed); plate-index slots are found by
-    the caller and passed in ``kwargs['__plate_slots__']``."""
-    slots = kwargs.pop("__plate_slots__", ())
+    ``args[0]`` to ``result``. ``args`` and ``kwargs`` are plain (provenance
+    removed); ``plate_slots`` locates plate subsample indices among ``args``
+    (see :attr:`ViewOp.plate_slots`)."""
     recorded = (SELF,) + tuple(args[1:])
     in_shape = tuple(args[0].shape)
     common = dict(
@@ -326,7 +329,7 @@ def record_view(
         kwargs=kwargs,
         changes_region=func in REGION_VIEWS,
         in_shape=in_shape,
-        plate_slots=slots,
+        plate_slots=plate_slots,
     )
     if isinstance(result, tuple | list):
         return [ViewOp(output=i, out_shape=tuple(r.shape), **common) for i, r in enumerate(result)]
