@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/btgm_digits.py
 	$(BIN)/python benchmarks/missing_digits.py
 	$(BIN)/python benchmarks/conformance.py
+	$(BIN)/python benchmarks/guide_quality.py
 
 clean:
 	rm -rf $(VENV) pgmdl-demo .pytest_cache

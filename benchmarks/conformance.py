@@ -71,7 +71,8 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,16 +210,18 @@ class Runner:
             finally:
                 self.rng = get_rng_state()
 
+    @contextmanager
+    def context(self) -> Iterator[None]:
+        """This guide's parameter store and warning filters (to use it after training)."""
+        with pyro.get_param_store().scope(self.state), _Filter(self.allowed):
+            yield
+
     def check_masks(self) -> None:
         """After training: the sites where the guide scores entries the model masks out."""
         if self.failure is not None:
             return
         args, kwargs = self.calls[0]
-        with (
-            pyro.get_param_store().scope(self.state),
-            _Filter(self.allowed),
-            torch.no_grad(),
-        ):
+        with self.context(), torch.no_grad():
             try:
                 guide_trace = poutine.trace(self.svi.guide).get_trace(*args, **kwargs)
                 replayed = poutine.replay(self.svi.model, trace=guide_trace)

@@ -169,3 +169,30 @@ def test_conformance_runs_every_program():
         assert title in header, header
     rows = [line.split()[0] for line in lines if line.split()[:1] and line.split()[0] in NAMES]
     assert rows == list(NAMES), result.stdout
+
+
+def test_guide_quality_runs_every_program_with_a_verdict():
+    from tests.conformance.programs import NAMES
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "guide_quality.py"),
+            "--fast",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("program "))
+    for title in ("held-out -ELBO", "train -ELBO", "step (ms)", "NaMI at least as good"):
+        assert title in header, header
+    # one NaMIGuide row per program, with a verdict
+    nami = [line.split() for line in lines if line.split()[1:2] == ["NaMIGuide"]]
+    assert [row[0] for row in nami] == list(NAMES), result.stdout
+    assert all(" yes" in line or " no (" in line for line in lines if " NaMIGuide " in line)
+    assert "NaMIGuide at least as good as the best baseline within noise on" in result.stdout
