@@ -49,10 +49,12 @@ c. held-out digits with the top half (rows 0-3) or the bottom half (rows 4-7)
 d. held-out digits with 50% of pixels missing at random: the held-out
    :math:`\log p(x_o)` of the observed pixels (``pgmdl.log_likelihood(...,
    mask=)``, every guide reading the zero-filled digits), and imputations by
-   mean imputation, the two complete-data VAEs and MIWAE. For MIWAE's Gibbs
-   samplers the mask goes to the model and guide (``model_kwargs={"mask": ...}``):
-   the encoder reads the zero-filled image it was trained on and the model
-   scores the observed pixels only, so MWG is an independence sampler of
+   mean imputation, the two complete-data VAEs and MIWAE. For MIWAE the mask
+   goes to the model and guide in every call, the likelihood and all three
+   samplers (``model_kwargs={"mask": ...}``): its encoder reads the zero-filled
+   image and the mask, as in training (without the mask, ``missing_guide``
+   feeds it an all-True one, a pair it never saw), and the model scores the
+   observed pixels only, so MWG is an independence sampler of
    :math:`p(z \mid x_o)` with proposal :math:`q(z \mid x_o)`, and
    pseudo-Gibbs reduces to drawing :math:`z \sim q(z \mid x_o)` afresh at
    every step (no correction);
@@ -64,30 +66,41 @@ e. figures in ``--out``: ``imputations.png`` (truth, masked input and the
 This is a measurement: the script prints what it finds and asserts nothing
 about it; it exits non-zero if a number is not finite.
 
-Recorded results (CPU, 2-core machine, torch on 1 thread, seed 0; full mode
-410-440 s, of which 85-95 s training; ``--fast``: about 42 s). Runs are
-deterministic given the seed on one machine.
+Recorded results (CPU, 2-core machine, torch on 1 thread, seed 0, at 94fa5c8
+with MIWAE given its mask everywhere; full mode 343 s, of which 73 s training;
+``--fast``: about 36 s). Runs are deterministic given the seed on one machine:
+every number the previous full run (795d6c4) recorded, other than MIWAE's
+likelihood and importance sampling, came out the same, and the figures other
+than ``miwae.png`` are byte-identical.
 
-* (b) the estimate climbs with K: 63.6 nats per digit at K = 1 (the ELBO),
-  70.0, 72.3, 73.4 at K = 1000 for the VAE; 52.1 to 56.0 for VAE+aug. ESS/K
-  is 2-4% at K = 1000 and the estimate still gains about 1 nat from K = 100
+* (b) the estimate climbs with K: 69.2 nats per digit at K = 1 (the ELBO),
+  73.7, 75.4, 76.3 at K = 1000 for the VAE; 52.7 to 55.7 for VAE+aug. ESS/K
+  is 2-5% at K = 1000 and the VAE's estimate still gains 0.9 nats from K = 100
   to 1000: the delta-method standard error measures the spread, not the
   remaining downward bias.
-* (c) MWG accepts about 1% of its proposals with the plain VAE (0.5% over
-  5000 steps) and about 6% with VAE+aug. At 500 steps (the seed's chain
-  length) it is worse than mean imputation in three cases out of four; at
-  5000 steps it beats it in all four, and has the lowest error in three
-  (plain VAE, top half: pseudo-Gibbs 0.0501 against MWG 0.0528).
-  Pseudo-Gibbs with the plain VAE is worse than mean imputation on the bottom
-  half. Importance sampling from ``q(z | x_o, 0)`` (an encoder that never saw
-  a blank half) is worse than mean imputation in all four cases. The
+* (c) MWG accepts about 1.5-1.9% of its proposals with the plain VAE and 7-9%
+  with VAE+aug. At 500 steps the plain VAE's MWG is worse than mean
+  imputation on both halves (0.075 / 0.098 against 0.069 / 0.078, top /
+  bottom), VAE+aug's better (0.053 / 0.070); at 5000 steps MWG beats mean
+  imputation and pseudo-Gibbs in all four cases (plain VAE 0.052 / 0.069,
+  VAE+aug 0.040 / 0.052). Pseudo-Gibbs with the plain VAE is worse than mean
+  imputation on both halves (0.083 / 0.095 at 5000 steps). Importance sampling
+  from ``q(z | x_o, 0)`` (a complete-data encoder that never saw a blank half)
+  is worse than mean imputation in all four cases (0.098-0.128). The
   classifier's accuracy does not always order the methods as the MSE does.
-* (d) MIWAE's held-out ``log p(x_o)`` is 31.2 nats against -31.1 (VAE) and
-  -14.6 (VAE+aug); all three are lower bounds with ESS/K below 1%, loosest
-  for the complete-data encoders reading zero-filled digits. Imputation MSE:
-  mean imputation 0.0738, MIWAE 0.0345 (importance) and 0.0338 (MWG),
-  VAE+aug pseudo-Gibbs 0.0302; the complete-data VAEs' importance sampling
-  0.077-0.081 (worse than mean imputation).
+* (d) MIWAE's held-out ``log p(x_o)`` is 31.98 nats (ESS/K 0.6%) against
+  -26.8 (VAE) and -13.6 (VAE+aug), ESS/K 0.2%; all three are lower bounds,
+  loosest for the complete-data encoders reading zero-filled digits.
+  Imputation MSE: mean imputation 0.0738; MIWAE importance 0.0308, MWG 0.0317,
+  pseudo-Gibbs 0.0356; VAE+aug pseudo-Gibbs 0.0303, MWG 0.0344; the
+  complete-data VAEs' importance sampling 0.0775-0.0823 (worse than mean
+  imputation). What changed: since fd9b7e6 ``missing_guide``'s encoder reads
+  the mask as well as the zero-filled digit, and this script passed the mask
+  to MIWAE's model and guide only for the Gibbs samplers, so for the
+  likelihood and importance sampling the encoder read an all-True mask next to
+  a half-zero digit: 17.0 nats and importance MSE 0.043 (795d6c4). Now it is
+  given the mask there too; MIWAE's Gibbs rows are unchanged. (Before the
+  encoder read the mask, 0033ea4: 31.2 nats, importance 0.035, MWG 0.034.)
 """
 
 from __future__ import annotations
@@ -274,7 +287,8 @@ def run_imputations(
     seed: int,
     model_kwargs: dict | None = None,
 ) -> dict[tuple[str, int], tuple[pgmdl.Imputation, float]]:
-    """Every sampler (Gibbs samplers at every chain length), timed."""
+    """Every sampler (Gibbs samplers at every chain length), timed; ``model_kwargs``
+    (MIWAE's mask) goes to the model and guide of every sampler."""
     out = {}
     jobs = [("pseudo-gibbs", t) for t in steps] + [("mwg", t) for t in steps]
     jobs.append(("importance", particles))
@@ -290,7 +304,7 @@ def run_imputations(
                 method=method,
                 num_steps=size if method != "importance" else 1,
                 num_particles=size if method == "importance" else 1000,
-                model_kwargs=model_kwargs if method != "importance" else None,
+                model_kwargs=model_kwargs,
             )
             out[method, size] = (imp, time.perf_counter() - start)
     return out
@@ -557,12 +571,16 @@ def main(argv=None) -> int:
     k = max(args.ll_particles)
     rows = []
     for name, run in runs.items():
+        # MIWAE's model and encoder take the mask (its encoder reads it, as in training); the
+        # complete-data VAEs' take none: mask= only weights their scores
+        kwargs = {"mask": mcar_test} if name == "MIWAE" else None
         with run.scope():
             pyro.set_rng_seed(args.seed)
             t = time.perf_counter()
             ll = pgmdl.log_likelihood(
-                run.model, run.guide, x_test * mcar_test, num_particles=k, mask=mcar_test
-            )
+                run.model, run.guide, x_test * mcar_test, num_particles=k, mask=mcar_test,
+                model_kwargs=kwargs,
+            )  # fmt: skip
             rows.append(
                 {
                     "model": name,
@@ -575,7 +593,8 @@ def main(argv=None) -> int:
             )
     print(
         f"held-out log p(x_o) of the observed pixels ({float(mcar_test.sum(-1).float().mean()):.1f}"
-        f" per digit on average), K={k}, every guide reading the zero-filled digits:"
+        f" per digit on average), K={k}, every guide reading the zero-filled digits (MIWAE's "
+        "and the mask):"
     )
     print_table(
         rows,
