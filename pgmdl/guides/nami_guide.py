@@ -84,7 +84,7 @@ from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingEr
 from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, PlateLink, invert
-from pgmdl.graph.sites import MULTISET_MASKS_KEY, SiteMask
+from pgmdl.graph.sites import MULTISET_MASKS_KEY, PlateInfo, SiteMask
 from pgmdl.graph.tracing import ALIGNED, model_signature, unwrap_distribution
 from pgmdl.graph.views import ArgumentRef
 from pgmdl.guides.bindings import ArgumentReader, view_binding
@@ -669,10 +669,8 @@ class NaMIGuide(AutoGuide):
         event = len(self.graph[name].event_shape)
         for plate in self.graph[name].plates:
             info = self.graph.plates[plate]
-            position = value.dim() - event + info.dim if info.dim is not None else -1
-            if info.is_subsampled and position >= 0 and value.shape[position] == info.size:
-                indices = self._model_trace.nodes[plate]["value"]
-                value = value.index_select(position, indices.to(value.device))
+            if info.is_subsampled:
+                value = _take_plate(value, event, info, self._model_trace.nodes[plate]["value"])
         return value
 
     def _plate_witnesses(
@@ -1001,11 +999,9 @@ class NaMIGuide(AutoGuide):
             value = view.replay(torch.as_tensor(value))
             info = self.graph[site]
             for plate in index & set(info.plates):
-                dim = self.graph.plates[plate].dim
-                position = value.dim() - len(info.event_shape) + dim
-                if position >= 0 and value.shape[position] == self.graph.plates[plate].size:
-                    indices = plates[plate]._indices.to(value.device)
-                    value = value.index_select(position, indices)
+                value = _take_plate(
+                    value, len(info.event_shape), self.graph.plates[plate], plates[plate]._indices
+                )
             given[site] = value
         return given
 
@@ -1072,14 +1068,10 @@ class NaMIGuide(AutoGuide):
         self, values: dict[str, torch.Tensor], plates: dict[str, Any], index: set[str]
     ) -> dict[str, torch.Tensor]:
         for plate in index:
-            indices = plates[plate]._indices
-            dim = self.graph.plates[plate].dim
+            info, indices = self.graph.plates[plate], plates[plate]._indices
             for name, (_, shape) in self._given_shapes.items():
                 if plate in self.inverse.dag.nodes[name]["plates"]:
-                    value = values[name]
-                    position = value.dim() - len(shape) + dim
-                    if value.shape[position] == self.graph.plates[plate].size:
-                        values[name] = value.index_select(position, indices.to(value.device))
+                    values[name] = _take_plate(values[name], len(shape), info, indices)
         return values
 
     # ------------------------------------------------------------------ introspection
@@ -1270,6 +1262,21 @@ def _check_init_scale(
                 f"init_scale={init_scale!r}: use a positive number, or {{site: positive number}}"
             )
     return dict(init_scale) if isinstance(init_scale, Mapping) else init_scale
+
+
+def _take_plate(
+    value: torch.Tensor, replicate_ndim: int, plate: PlateInfo, indices: torch.Tensor
+) -> torch.Tensor:
+    """``value`` indexed by a subsampled plate's ``indices`` along the plate's
+    dim when it holds the plate's full data there (``plate.size``), as when
+    the full data set is passed to a model that subsamples; else unchanged.
+    ``replicate_ndim`` counts the dims right of the plates' batch dims."""
+    if plate.dim is None:
+        return value
+    position = value.dim() - replicate_ndim + plate.dim
+    if position >= 0 and value.shape[position] == plate.size:
+        return value.index_select(position, indices.to(value.device))
+    return value
 
 
 def _per_event(read: Callable[..., Any], event_dims: int) -> Callable[..., Any]:
