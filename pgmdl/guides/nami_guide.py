@@ -324,7 +324,9 @@ class NaMIGuide(AutoGuide):
                 if parent not in self._keys:
                     self._keys[parent] = _module_key(len(self._keys), parent)
                     inputs[self._keys[parent]] = ParentFeatures(
-                        self._replicate_shape_of(graph, parent), _categories(graph, parent)
+                        self._replicate_shape_of(graph, parent),
+                        _categories(graph, parent),
+                        standardize=self._standardized(graph, parent),
                     )
         self.inputs = inputs.to(device)
         self._read_by = {p for parents in self._structure.values() for p, _ in parents}
@@ -587,6 +589,12 @@ class NaMIGuide(AutoGuide):
                 f"{mask.dtype}; it must be boolean, as in the model"
             )
         return mask
+
+    def _standardized(self, graph: ModelGraph, name: str) -> bool:
+        """Whether parent ``name`` is standardized (a continuous latent: the guide's
+        own draws) rather than only scaled down to unit scale (data, discrete
+        latents: :class:`~pgmdl.guides.nets.ParentNorm`)."""
+        return name in graph.sites and graph[name].is_latent and not graph[name].is_discrete
 
     def _replicate_shape_of(self, graph: ModelGraph, name: str) -> tuple[int, ...]:
         if name in graph.sites:

@@ -117,20 +117,56 @@ class ResidualMLP(nn.Module):
 
 
 class ParentNorm(nn.Module):
-    r"""Standardize one parent's features with running statistics.
+    r"""Bring one parent's features to unit scale, never amplifying them.
 
-    :math:`\hat x = (x - m) / \sqrt{v + \epsilon}`, where :math:`m, v` are
-    running means and variances updated (without gradient) from every batch
-    seen in training mode: a cumulative average over the first
-    :math:`1/\text{momentum}` batches, then an exponential moving average.
-    Unlike batch normalization, the output of one data point never depends
-    on the rest of the batch, so the guide behaves the same at any batch
-    size, including 1.
+    .. math::
+
+        \hat x_j = \frac{x_j}{\max\big(1, \sqrt{m_j^2 + v_j}\big)}
+
+    where :math:`m_j, v_j` are running means and variances of feature
+    :math:`j`, updated (without gradient) from every batch seen in training
+    mode: a cumulative average over the first :math:`1/\text{momentum}`
+    batches, then an exponential moving average. :math:`\sqrt{m_j^2 + v_j}`
+    is the feature's root mean square: a feature already within unit scale
+    (pixels, one-hot codes, standardized covariates) reaches the network
+    unchanged, as it would a hand-written encoder; a larger one (counts,
+    raw measurements, another latent's values far from 0) is divided down
+    to unit root mean square. Unlike batch normalization, the output of one
+    data point never depends on the rest of the batch, so the guide behaves
+    the same at any batch size, including 1.
+
+    With ``standardize=True`` the features are standardized instead,
+    :math:`\hat x_j = (x_j - m_j)/\sqrt{v_j + \epsilon}`: NaMIGuide does so
+    for a parent that is a continuous latent site, whose values are the
+    guide's own draws, with a scale that moves during training and heavy
+    tails under sparse priors (the sparse gamma DEF's ``Gamma(0.1, 0.1)``
+    draws at lr 0.03, the set-up of ``tests/guides/test_robustness.py``: with
+    latent parents only scaled, one seed of six reached a mean loss of 1.5e8
+    over its last 10 of 100 steps; standardized, all six end between 2,970
+    and 4,460, from about 6,000). Categorical parents (one-hot) are never
+    standardized.
+
+    Why not standardize data (:math:`(x_j - m_j)/\sqrt{v_j}`, as pgmdl did
+    before issue 17): standardizing a sparse binary feature multiplies it by
+    :math:`1/\sqrt{p(1-p)}` (7 for a pixel on in 2 % of the images), so the
+    few pixels flipped by noise become the largest inputs of the encoder,
+    which then fits the training images' noise and generalizes worse. On
+    ``benchmarks/guide_quality.py`` (500 steps, 3 seeds), standardizing cost,
+    against no normalization at all, 41 nats of held-out -ELBO on the
+    784-pixel VAE (860.8 vs 819.9), 52 on the conditional VAE (397.0 vs
+    345.3) and 58 on the unlabelled M2 (924.6 vs 866.3); centering and then
+    scaling only down recovered 37, 34 and 25 of them; the root-mean-square
+    rule recovers all of it (819.9, 345.3, 869.0) and keeps partial
+    pooling's counts at unit scale (held-out 65.8 ± 0.1 vs 111.8 ± 33.7
+    standardized, 68.8 ± 0.3 unscaled).
     """
 
-    def __init__(self, features: int, momentum: float = 0.01, eps: float = 1e-4) -> None:
+    def __init__(
+        self, features: int, momentum: float = 0.01, eps: float = 1e-4, standardize: bool = False
+    ) -> None:
         super().__init__()
         self.features = features
+        self.standardize = standardize
         self.momentum = momentum
         self.eps = eps
         self.register_buffer("mean", torch.zeros(features))
@@ -156,10 +192,16 @@ class ParentNorm(nn.Module):
         self.mean.lerp_(mean.to(self.mean.dtype), rate)
         self.var.lerp_(var.to(self.var.dtype), rate)
 
+    def scale(self) -> torch.Tensor:
+        r"""The per-feature factor :math:`1 / \max(1, \sqrt{m^2 + v})`."""
+        return torch.rsqrt(self.mean.square() + self.var + self.eps).clamp(max=1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             self._update(x)
-        return (x - self.mean) * torch.rsqrt(self.var + self.eps)
+        if self.standardize:
+            return (x - self.mean) * torch.rsqrt(self.var + self.eps)
+        return x * self.scale()
 
 
 class SetEncoder(nn.Module):

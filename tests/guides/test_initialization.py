@@ -102,3 +102,30 @@ def test_global_only_model_trains_as_fast_as_autonormal():
     nami = [final_loss(lambda: pgmdl.NaMIGuide(regression), s) for s in range(3)]
     auto = [final_loss(lambda: AutoNormal(regression), s) for s in range(3)]
     assert sum(nami) / 3 < 1.05 * sum(auto) / 3
+
+
+def test_data_parents_are_never_amplified_and_latent_parents_are_standardized():
+    """Issue 17: standardizing sparse binary pixels made rare (noise) pixels the
+    largest inputs, and the encoder overfit the training images; data now reaches
+    the networks as a hand-written encoder sees it (only scaled down when larger
+    than unit scale), while a latent parent (the guide's own draws) is standardized."""
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+            loc = z.sum(-1, keepdim=True).expand(-1, 2)
+            w = pyro.sample("w", dist.Normal(loc, 1.0).to_event(1))
+            logits = (w.sum(-1, keepdim=True) * torch.ones(16)).clamp(-5, 5)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    torch.manual_seed(0)
+    x = (torch.rand(64, 16) < 0.03).float()
+    guide = pgmdl.NaMIGuide(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
+    for _ in range(20):
+        svi.step(x)
+    pixels = guide.parent_features("x")
+    assert not pixels.norm.standardize
+    assert torch.equal(pixels(x), x)  # 0/1 pixels reach the network unchanged
+    latent = [p for s in guide.sites for p in guide.parents(s) if p in ("z", "w")]
+    assert latent and all(guide.parent_features(p).norm.standardize for p in latent)
