@@ -1,9 +1,48 @@
-"""Exceptions and warnings raised by pgmdl.
+"""Exceptions and warnings raised by pgmdl: one taxonomy, by whose mistake it is.
 
 Every error pgmdl raises on bad input is a :class:`PgmdlError`, so users can
 catch them in one place. Each message names the site, argument or file at
 fault and says how to fix it. Errors that wrap an exception raised by user
 code chain it (``raise ... from err``) so the original traceback is kept.
+
+Which error for what:
+
+=============================  ===============================================
+:class:`ArgumentError`         a pgmdl function was called with an argument it
+                               cannot use (a negative count, an unknown
+                               method, a mask of the wrong shape, a bad
+                               data-set option); also a ``ValueError``.
+:class:`ArgumentTypeError`     the same, when the argument has the wrong
+                               *type*; also a ``TypeError`` (and a
+                               ``ValueError``, as an :class:`ArgumentError`).
+:class:`ModelError`            the *model* (the user's Pyro program, or the
+                               arguments it is run with) cannot be compiled
+                               or does not fit what the function needs.
+:class:`DynamicStructureError` the model's structure changes between runs.
+:class:`InversionError`        an elimination order or guide structure that
+                               cannot be inverted; also a ``ValueError``.
+:class:`SiteNotFoundError`     a site (or plate) name the graph lacks; also a
+                               ``KeyError``.
+:class:`GuideError`            a guide that cannot be built or run.
+:class:`TrainingError`         training went wrong (NaN loss, bad checkpoint);
+                               also a ``FloatingPointError``.
+:class:`TuningError`           Boltzmann tuning cannot do what was asked.
+:class:`DataError`             a data set that cannot be loaded (a missing
+                               optional package, a malformed file).
+:class:`CLIError`              a command-line argument the ``pgmdl`` program
+                               cannot use; :class:`SpecError`, a model spec
+                               (``FILE.py:NAME``) that cannot be loaded.
+=============================  ===============================================
+
+The rule of thumb: an :class:`ArgumentError` is fixed by changing *how the
+pgmdl function is called*; a :class:`ModelError` by changing *the model*.
+Argument errors subclass ``ValueError`` (and ``TypeError`` for
+:class:`ArgumentTypeError`) so code written against Python's conventions
+(``except ValueError``) keeps working.
+
+Warnings derive from :class:`PgmdlWarning`; a deprecated spelling (for
+example ``compile_model(model, args, kwargs)``) gives a ``FutureWarning``
+naming the new one.
 """
 
 from __future__ import annotations
@@ -16,9 +55,24 @@ class PgmdlError(Exception):
     """Base class of every error raised by pgmdl."""
 
 
+class ArgumentError(PgmdlError, ValueError):
+    """A pgmdl function was called with an argument it cannot use; the
+    message names the argument and the fix (``num_traces must be a positive
+    integer, got 0``). Also a ``ValueError``."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument of a pgmdl function has a type it cannot use (``data must
+    be a tensor ...``). Also a ``TypeError``, and a ``ValueError`` as every
+    :class:`ArgumentError`."""
+
+
 class ModelError(PgmdlError):
     """The object given as a model cannot be compiled: not callable, wrong
-    arguments, no sample sites, or it raised while being traced."""
+    arguments, no sample sites, or it raised while being traced; or the
+    compiled model does not have the layout a function needs (an observed
+    site that does not factorize over data points, a guide of another
+    model)."""
 
 
 class DynamicStructureError(PgmdlError):
@@ -73,8 +127,22 @@ class TuningError(PgmdlError):
         self.best = best
 
 
+class DataError(PgmdlError):
+    """A data set pgmdl cannot load: the optional package that ships it is
+    not installed, or its file is missing or malformed. The message says how
+    to get it."""
+
+
 class CLIError(PgmdlError):
     """A command-line argument the ``pgmdl`` program cannot use."""
+
+
+class SpecError(CLIError):
+    """A model spec (``FILE.py:NAME`` or ``package.module:NAME``, see
+    :func:`pgmdl.specs.load_model`) that cannot be loaded: no such file or
+    module, no such callable, or an ``example_args`` that fails. A
+    :class:`CLIError` because on the command line the spec is an argument
+    (the ``pgmdl`` program exits with status 2)."""
 
 
 class PgmdlWarning(UserWarning):
