@@ -84,7 +84,7 @@ from pgmdl.boltzmann import (  # noqa: E402
     rejection_sample,
     tail_kl,
 )
-from pgmdl.datasets.households import flexibility, top_hours, weekly_peak  # noqa: E402
+from pgmdl.datasets.household_power import flexibility, top_hours, weekly_peak  # noqa: E402
 from pgmdl.errors import TuningError  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures" / "btgm"

@@ -72,14 +72,14 @@ from models.compvae import (  # noqa: E402
     train_compvae,
 )
 from pgmdl.datasets import MultisetSample  # noqa: E402
-from pgmdl.datasets.colour_anchors import colour_anchors  # noqa: E402
-from pgmdl.datasets.households import (  # noqa: E402
+from pgmdl.datasets.anchor_images import colour_anchors  # noqa: E402
+from pgmdl.datasets.household_power import (  # noqa: E402
     flexibility,
     households,
     top_hours,
     weekly_peak,
 )
-from pgmdl.datasets.sines import sines, sines_whole  # noqa: E402
+from pgmdl.datasets.sine_sums import sines, sines_whole  # noqa: E402
 
 FIGURES = ROOT / "docs" / "figures" / "compvae"
 
@@ -186,7 +186,7 @@ def run_anchors(args: argparse.Namespace) -> dict:
 
 def colour_anchors_partial(one: MultisetSample, count: int) -> torch.Tensor:
     """The true image of the first ``count`` anchors of a one-instance sample."""
-    from pgmdl.datasets.colour_anchors import anchor_image
+    from pgmdl.datasets.anchor_images import anchor_image
 
     info = one.info
     mask = one.mask.clone()

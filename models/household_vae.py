@@ -19,7 +19,7 @@ and :math:`\sigma` one learned scalar (kW) of a
 keeps the mean curve non-negative, as a consumption is. The ``"curve"`` site
 is the decoder's mean, the differentiable quantity the BTGM criteria of
 eq. 10.24-10.26 read (``weekly_peak``, ``top_hours``, ``flexibility`` of
-:mod:`pgmdl.datasets.households`): the observation noise is independent of
+:mod:`pgmdl.datasets.household_power`): the observation noise is independent of
 :math:`z` and is left out of them.
 
 The data are SYNTHETIC: :func:`pgmdl.datasets.households` with ``K = 10``
@@ -54,7 +54,7 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from torch import nn
 
 import pgmdl
-from pgmdl.datasets.households import households
+from pgmdl.datasets.household_power import households
 
 __all__ = [
     "HouseholdVAE",

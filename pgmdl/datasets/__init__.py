@@ -2,20 +2,25 @@
 networks whose evidence and posteriors are known exactly, a SYNTHETIC 2-D
 manifold with heteroscedastic noise (:mod:`pgmdl.datasets.manifolds`), and the
 multiset data sets of the CompVAE (thesis ch. 9), padded batches of parts and
-their wholes (:class:`MultisetSample`): SYNTHETIC saturated sums of sine curves
-(:mod:`pgmdl.datasets.sines`), SYNTHETIC images of colour anchors
-(:mod:`pgmdl.datasets.colour_anchors`) and SYNTHETIC weekly electricity
-consumption of sets of households, calibrated on one real household's
-measurements (:mod:`pgmdl.datasets.households`).
+their wholes (:class:`MultisetSample`, :mod:`pgmdl.datasets.multisets`):
+SYNTHETIC saturated sums of sine curves (:func:`sines`, in
+:mod:`pgmdl.datasets.sine_sums`), SYNTHETIC images of colour anchors
+(:func:`colour_anchors`, in :mod:`pgmdl.datasets.anchor_images`) and SYNTHETIC
+weekly electricity consumption of sets of households, calibrated on one real
+household's measurements (:func:`households`, in
+:mod:`pgmdl.datasets.household_power`).
 
-The functions ``sines``, ``colour_anchors`` and ``households`` share their
-modules' names, so ``pgmdl.datasets.sines`` is the function; reach the modules'
-other names with ``from pgmdl.datasets.households import ...`` (or
-``importlib.import_module("pgmdl.datasets.households")``)."""
+Each module is named for what it holds and no function shares a module's
+name, so ``pgmdl.datasets.sines`` is the generator and
+``import pgmdl.datasets.sine_sums`` the module.
+"""
 
-from pgmdl.datasets.colour_anchors import COLOUR_NAMES, COLOURS, anchor_image, colour_anchors
+import sys as _sys
+
+from pgmdl.datasets import anchor_images, household_power, sine_sums
+from pgmdl.datasets.anchor_images import COLOUR_NAMES, COLOURS, anchor_image, colour_anchors
 from pgmdl.datasets.digits import load_digits
-from pgmdl.datasets.households import (
+from pgmdl.datasets.household_power import (
     DEFAULT_CALIBRATION,
     HouseholdCalibration,
     calibrate_households,
@@ -37,7 +42,18 @@ from pgmdl.datasets.manifolds import (
     sinusoid_manifold,
 )
 from pgmdl.datasets.multisets import MultisetSample, pad_multisets
-from pgmdl.datasets.sines import sines, sines_sum_of_tanh, sines_whole
+from pgmdl.datasets.sine_sums import sines, sines_sum_of_tanh, sines_whole
+
+# Deprecated module paths, kept for one release: ``from pgmdl.datasets.households
+# import weekly_peak`` still finds the renamed module (registered here, so
+# importing it does not rebind the function ``pgmdl.datasets.households``).
+for _old, _module in (
+    ("sines", sine_sums),
+    ("colour_anchors", anchor_images),
+    ("households", household_power),
+):
+    _sys.modules.setdefault(f"{__name__}.{_old}", _module)
+del _old, _module
 
 __all__ = [
     "COLOURS",
@@ -48,6 +64,7 @@ __all__ = [
     "ManifoldSample",
     "MultisetSample",
     "anchor_image",
+    "anchor_images",
     "binary_tree",
     "calibrate_households",
     "chain",
@@ -55,6 +72,7 @@ __all__ = [
     "coverage_gap",
     "distance_to_manifold",
     "flexibility",
+    "household_power",
     "households",
     "load_digits",
     "load_household_power",
@@ -64,6 +82,7 @@ __all__ = [
     "noise_std",
     "pad_multisets",
     "random_sparse",
+    "sine_sums",
     "sines",
     "sines_sum_of_tanh",
     "sines_whole",

@@ -3,9 +3,9 @@ r"""Padded batches of multisets: the common container of the CompVAE data sets.
 A CompVAE (thesis ch. 9) generates a *whole* :math:`x` from a multiset of
 *parts* :math:`\{\ell_1, \dots, \ell_K\}`, each part described by its
 metadata :math:`\ell_i`, plus an optional global context :math:`c`. The
-SYNTHETIC generators :func:`~pgmdl.datasets.sines.sines`,
-:func:`~pgmdl.datasets.colour_anchors.colour_anchors` and
-:func:`~pgmdl.datasets.households.households` all return a
+SYNTHETIC generators :func:`~pgmdl.datasets.sine_sums.sines`,
+:func:`~pgmdl.datasets.anchor_images.colour_anchors` and
+:func:`~pgmdl.datasets.household_power.households` all return a
 :class:`MultisetSample`: a batch of :math:`N` instances whose multisets,
 of sizes :math:`K_n`, are padded to a common :math:`K_{max}`:
 
@@ -23,6 +23,10 @@ of sizes :math:`K_n`, are padded to a common :math:`K_{max}`:
   :math:`N`) and are indexed with the rest; other values are kept as they are.
 
 :func:`pad_multisets` pads a list of ragged ``(K_n, L)`` tensors the same way.
+:func:`check_counts`, :func:`seeded_generator`, :func:`draw_sizes` and
+:func:`size_mask` are the steps every generator shares (checking ``n``,
+``k_min``, ``k_max``; the CPU random stream; the multiset sizes and their
+mask).
 
 >>> import torch
 >>> from pgmdl.datasets import pad_multisets
@@ -42,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pgmdl.errors import ModelError
+from pgmdl.errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["MultisetSample", "pad_multisets"]
 
@@ -86,26 +90,26 @@ class MultisetSample:
         labels, mask, x, parts = self.labels, self.mask, self.x, self.parts
         for name in ("labels", "mask", "x", "parts"):
             if not isinstance(getattr(self, name), Tensor):
-                raise ModelError(
+                raise ArgumentTypeError(
                     f"MultisetSample: {name} must be a tensor, got {_shape(getattr(self, name))}"
                 )
         if mask.dim() != 2 or mask.dtype != torch.bool:
-            raise ModelError(
+            raise ArgumentError(
                 f"MultisetSample: mask must be a (N, K_max) bool tensor, got shape "
                 f"{tuple(mask.shape)} and dtype {mask.dtype}; use mask.bool()"
             )
         n, k_max = mask.shape
         if labels.dim() != 3 or tuple(labels.shape[:2]) != (n, k_max):
-            raise ModelError(
+            raise ArgumentError(
                 f"MultisetSample: labels must be (N, K_max, L) = ({n}, {k_max}, L) like the "
                 f"mask, got {tuple(labels.shape)}"
             )
         if x.dim() < 1 or x.shape[0] != n:
-            raise ModelError(
+            raise ArgumentError(
                 f"MultisetSample: x must be (N, *whole_shape) with N = {n}, got {tuple(x.shape)}"
             )
         if tuple(parts.shape) != (n, k_max, *x.shape[1:]):
-            raise ModelError(
+            raise ArgumentError(
                 f"MultisetSample: parts must be (N, K_max, *whole_shape) = "
                 f"{(n, k_max, *x.shape[1:])}, got {tuple(parts.shape)}"
             )
@@ -114,13 +118,13 @@ class MultisetSample:
             or self.context.dim() < 1
             or self.context.shape[0] != n
         ):
-            raise ModelError(
+            raise ArgumentError(
                 f"MultisetSample: context must be None or (N, C) with N = {n}, got "
                 f"{_shape(self.context)}"
             )
         for key, value in self.info.items():
             if isinstance(value, Tensor) and (value.dim() == 0 or value.shape[0] != n):
-                raise ModelError(
+                raise ArgumentError(
                     f"MultisetSample: info[{key!r}] is a tensor of shape {tuple(value.shape)}; "
                     f"info tensors are per instance, with first dimension N = {n} (store "
                     f"constants as Python numbers)"
@@ -144,7 +148,7 @@ class MultisetSample:
             try:
                 i = operator.index(index)
             except TypeError:
-                raise ModelError(
+                raise ArgumentTypeError(
                     f"MultisetSample index must be an int, a slice or a tensor of indices, "
                     f"got {type(index).__name__}"
                 ) from None
@@ -193,7 +197,7 @@ def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Ten
         ``mask`` ``(N, K_max)`` bool, True for the real rows.
 
     Raises:
-        ModelError: ``sets`` is empty, the sets' feature shapes differ, or some
+        ArgumentError: ``sets`` is empty, the sets' feature shapes differ, or some
         ``K_n > k_max``.
 
     >>> import torch
@@ -203,20 +207,20 @@ def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Ten
     """
     sets = list(sets)
     if not sets:
-        raise ModelError(
+        raise ArgumentError(
             "pad_multisets: sets is empty; give at least one tensor (a (0, L) tensor is an "
             "empty multiset)"
         )
     for i, s in enumerate(sets):
         if not isinstance(s, Tensor) or s.dim() < 1:
-            raise ModelError(
+            raise ArgumentTypeError(
                 f"pad_multisets: sets[{i}] must be a tensor of shape (K, *feature_shape), "
                 f"got {_shape(s)}"
             )
     feature = tuple(sets[0].shape[1:])
     for i, s in enumerate(sets):
         if tuple(s.shape[1:]) != feature:
-            raise ModelError(
+            raise ArgumentError(
                 f"pad_multisets: sets[{i}] has feature shape {tuple(s.shape[1:])} but sets[0] "
                 f"has {feature}; every set must be (K_n, *feature_shape) with the same features"
             )
@@ -225,10 +229,10 @@ def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Ten
     if k_max is None:
         k_max = largest
     elif isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 0:
-        raise ModelError(f"pad_multisets: k_max must be an integer >= 0 or None, got {k_max!r}")
+        raise ArgumentError(f"pad_multisets: k_max must be an integer >= 0 or None, got {k_max!r}")
     elif largest > k_max:
         i = sizes.index(largest)
-        raise ModelError(
+        raise ArgumentError(
             f"pad_multisets: sets[{i}] has {largest} parts, more than k_max={k_max}; raise "
             f"k_max to at least {largest} (or leave it None to use the largest set)"
         )
@@ -241,36 +245,44 @@ def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Ten
     return padded, mask
 
 
-def _check_counts(where: str, n: Any, k_min: Any, k_max: Any) -> None:
-    """ModelError naming the argument when ``n``, ``k_min`` or ``k_max`` is unusable."""
+def check_counts(where: str, n: Any, k_min: Any, k_max: Any) -> None:
+    """Check a generator's ``n``, ``k_min`` and ``k_max``.
+
+    Raises:
+        ArgumentError: naming ``where`` (the generator) and the argument, when
+            one is not an integer >= 0 or ``k_min > k_max``.
+    """
     for name, value in (("n", n), ("k_min", k_min), ("k_max", k_max)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ModelError(f"{where}: {name} must be an integer >= 0, got {value!r}")
+            raise ArgumentError(f"{where}: {name} must be an integer >= 0, got {value!r}")
     if k_min > k_max:
-        raise ModelError(
+        raise ArgumentError(
             f"{where}: k_min={k_min} is larger than k_max={k_max}; the number of parts is drawn "
             f"uniformly in [k_min, k_max], so give k_min <= k_max"
         )
 
 
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """A private CPU generator: ``generator`` if given, else one seeded with ``seed``."""
+def seeded_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    """The CPU random stream of a generator: ``generator`` if given, else a new
+    one seeded with ``seed`` (draws are on the CPU, so a seed gives the same
+    data on every device)."""
     if generator is not None:
         if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-            raise ModelError(
+            raise ArgumentTypeError(
                 f"generator must be a CPU torch.Generator (draws are made on the CPU so a seed "
                 f"gives the same data on every device), got {generator!r}"
             )
         return generator
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ModelError(f"seed must be an integer (or give generator=), got {seed!r}")
+        raise ArgumentTypeError(f"seed must be an integer (or give generator=), got {seed!r}")
     return torch.Generator().manual_seed(seed)
 
 
-def _draw_sizes(g: torch.Generator, n: int, k_min: int, k_max: int) -> Tensor:
+def draw_sizes(g: torch.Generator, n: int, k_min: int, k_max: int) -> Tensor:
     """``(n,)`` long sizes, uniform in ``[k_min, k_max]``."""
     return torch.randint(k_min, k_max + 1, (n,), generator=g)
 
 
-def _size_mask(sizes: Tensor, k_max: int) -> Tensor:
+def size_mask(sizes: Tensor, k_max: int) -> Tensor:
+    """``(n, k_max)`` bool: True in the first ``sizes[i]`` slots of row ``i``."""
     return torch.arange(k_max) < sizes[:, None]

@@ -56,12 +56,12 @@ from torch import Tensor
 
 from pgmdl.datasets.multisets import (
     MultisetSample,
-    _check_counts,
-    _draw_sizes,
-    _generator,
-    _size_mask,
+    check_counts,
+    draw_sizes,
+    seeded_generator,
+    size_mask,
 )
-from pgmdl.errors import ModelError
+from pgmdl.errors import ArgumentError
 
 __all__ = ["sines", "sines_sum_of_tanh", "sines_whole"]
 
@@ -69,12 +69,12 @@ __all__ = ["sines", "sines_sum_of_tanh", "sines_whole"]
 def _check_parts(where: str, parts: Tensor, mask: Tensor | None) -> Tensor:
     if not isinstance(parts, Tensor) or parts.dim() < 2:
         shape = tuple(parts.shape) if isinstance(parts, Tensor) else type(parts).__name__
-        raise ModelError(f"{where}: parts must be a tensor (..., K, T), got {shape}")
+        raise ArgumentError(f"{where}: parts must be a tensor (..., K, T), got {shape}")
     if mask is None:
         return torch.ones(parts.shape[:-1], dtype=torch.bool, device=parts.device)
     if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(parts.shape[:-1]):
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-        raise ModelError(
+        raise ArgumentError(
             f"{where}: mask must be (..., K) = {tuple(parts.shape[:-1])} like parts without its "
             f"last dimension, got {shape}"
         )
@@ -172,17 +172,17 @@ def sines(
     >>> bool((a.x == b.x).all()), a.x.dtype, a.sizes.tolist()
     (True, torch.float32, [6, 10, 5])
     """
-    _check_counts("sines", n, k_min, k_max)
+    check_counts("sines", n, k_min, k_max)
     for name, value in (("length", length), ("frequencies", frequencies)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ModelError(f"sines: {name} must be an integer >= 1, got {value!r}")
+            raise ArgumentError(f"sines: {name} must be an integer >= 1, got {value!r}")
     for name, value in (("lam", lam), ("amplitude_std", amplitude_std), ("phase_std", phase_std)):
         if not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-            raise ModelError(f"sines: {name} must be a finite number >= 0, got {value!r}")
-    g = _generator(seed, generator)
+            raise ArgumentError(f"sines: {name} must be a finite number >= 0, got {value!r}")
+    g = seeded_generator(seed, generator)
     f64 = torch.float64
-    sizes = _draw_sizes(g, n, k_min, k_max)
-    mask = _size_mask(sizes, k_max)
+    sizes = draw_sizes(g, n, k_min, k_max)
+    mask = size_mask(sizes, k_max)
     freq = torch.randint(1, frequencies + 1, (n, k_max), generator=g)
     amplitude = amplitude_mean + amplitude_std * torch.randn(n, k_max, generator=g, dtype=f64)
     phase = phase_std * torch.randn(n, k_max, generator=g, dtype=f64)

