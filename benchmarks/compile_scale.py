@@ -28,7 +28,7 @@ sites or more, where Pyro's ``get_dependencies`` alone takes seconds):
 
 * ``compile``: ``pgmdl.compile(model, data)`` (3 traces, the default), and the
   same time per site in microseconds;
-* ``1-trace``: ``pgmdl.compile_model(model, (data,), num_traces=1)``;
+* ``1-trace``: ``pgmdl.compile_model(model, model_args=(data,), num_traces=1)``;
 * ``plain trace``: ``pyro.poutine.trace(model).get_trace(data)``, one plain run
   of the program: the floor that no tracing-based compiler can beat;
 * ``get_dependencies``: ``pyro.infer.inspect.get_dependencies``, Pyro's own
@@ -205,7 +205,9 @@ def measure(generated: GeneratedModel, repeats: int) -> dict[str, Any]:
         "problems": problems,
     }
     row["compile"] = best_time(lambda: pgmdl.compile(model, *args), repeats)
-    row["1-trace"] = best_time(lambda: pgmdl.compile_model(model, args, num_traces=1), repeats)
+    row["1-trace"] = best_time(
+        lambda: pgmdl.compile_model(model, model_args=args, num_traces=1), repeats
+    )
     row["plain"] = best_time(lambda: pyro.poutine.trace(model).get_trace(*args), repeats)
     row["get_dependencies"] = best_time(lambda: get_dependencies(model, args), repeats)
     return row

@@ -26,7 +26,7 @@ For each model it measures, best of ``--repeats`` after one warm-up
 * ``min-fill``, ``topological``, ``reverse``: :func:`pgmdl.invert` with that order;
 * ``certify``: :func:`pgmdl.check_faithful` of the min-fill inverse (one
   d-separation query per latent);
-* ``compile``: ``pgmdl.compile_model(model, args, num_traces=1)``, for the
+* ``compile``: ``pgmdl.compile_model(model, model_args=args, num_traces=1)``, for the
   ratio ``min-fill / compile``;
 
 and, on the 1000-site ``local`` row, whether the goal (min-fill inversion of
@@ -115,7 +115,7 @@ COLUMNS = [
 
 def measure(family: str, size: int, seed: int, repeats: int) -> dict[str, str]:
     model, args = FAMILIES[family](size, seed)
-    graph = pgmdl.compile_model(model, args, num_traces=1)
+    graph = pgmdl.compile_model(model, model_args=args, num_traces=1)
     inverse = pgmdl.invert(graph)
     report = pgmdl.check_faithful(graph, inverse)
     if not report.ok:
@@ -125,7 +125,9 @@ def measure(family: str, size: int, seed: int, repeats: int) -> dict[str, str]:
         for order in ("min-fill", "topological", "reverse")
     }
     certify = best_time(lambda: pgmdl.check_faithful(graph, inverse), max(1, repeats // 2))
-    compile_time = best_time(lambda: pgmdl.compile_model(model, args, num_traces=1), repeats)
+    compile_time = best_time(
+        lambda: pgmdl.compile_model(model, model_args=args, num_traces=1), repeats
+    )
     goal = "-"
     if family == "local" and size == GOAL_SITES:
         goal = "met" if times["min-fill"] < GOAL_SECONDS else "missed"

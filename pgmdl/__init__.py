@@ -17,7 +17,10 @@ trained models with normalizing flows (:mod:`pgmdl.boltzmann`:
 from pgmdl import boltzmann, observe
 from pgmdl.boltzmann import TunedModel, boltzmann_tune
 from pgmdl.errors import (
+    ArgumentError,
+    ArgumentTypeError,
     CLIError,
+    DataError,
     DynamicStructureError,
     GuideError,
     GuideWarning,
@@ -27,6 +30,7 @@ from pgmdl.errors import (
     PgmdlWarning,
     RenderWarning,
     SiteNotFoundError,
+    SpecError,
     StructureWarning,
     TrainingError,
     TuningError,
@@ -57,7 +61,10 @@ from pgmdl.render import render
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "CLIError",
+    "DataError",
     "DynamicStructureError",
     "FaithfulnessReport",
     "FitResult",
@@ -80,6 +87,7 @@ __all__ = [
     "RenderWarning",
     "SiteInfo",
     "SiteNotFoundError",
+    "SpecError",
     "StructureWarning",
     "TrainingError",
     "TunedModel",

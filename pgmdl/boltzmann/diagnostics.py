@@ -139,7 +139,7 @@ def rejection_sample(
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1), got {rate!r}")
     model_kwargs = dict(model_kwargs or {})
-    graph = compile_model(model, model_args, model_kwargs, num_traces=1)
+    graph = compile_model(model, model_args=model_args, model_kwargs=model_kwargs, num_traces=1)
     particle_dim = _particle_dim(graph, [], None)
     fs: list[Tensor] = []
     stash: list[dict[str, Tensor]] = []

@@ -436,7 +436,7 @@ def prepare(
         raise TypeError(f"model_args must be a tuple, got {type(model_args).__name__}")
     if not callable(criterion):
         raise TypeError(f"criterion must be callable(values) -> Tensor, got {criterion!r:.60}")
-    graph = compile_model(model, model_args, model_kwargs)
+    graph = compile_model(model, model_args=model_args, model_kwargs=model_kwargs)
     site_list = [sites] if isinstance(sites, str) else list(sites)
     if not site_list:
         raise ValueError("sites must name at least one latent site to tune.")

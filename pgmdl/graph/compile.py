@@ -25,7 +25,7 @@ import contextlib
 import random
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,7 +36,8 @@ import pyro
 import torch
 from pyro.poutine.util import is_validation_enabled
 
-from pgmdl.errors import DynamicStructureError, ModelError, StructureWarning
+from pgmdl.arguments import model_arguments
+from pgmdl.errors import ArgumentError, DynamicStructureError, ModelError, StructureWarning
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.sites import PlateInfo, SiteInfo
 from pgmdl.graph.tracing import PlateFrame, TraceRecord, trace_structure
@@ -47,9 +48,12 @@ def compile(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelGraph:
     """Compile a Pyro program into its Bayesian network.
 
     ``model(*args, **kwargs)`` is run a few times under Pyro's provenance
-    tracking; see :func:`compile_model` for the options (number of runs,
-    what to do about dynamic structure), which cannot be keywords here since
-    keywords go to the model.
+    tracking. This is the option-less shorthand, read as
+    ``poutine.trace(model).get_trace(*args, **kwargs)`` is: every argument
+    goes to the model. It equals
+    ``compile_model(model, model_args=args, model_kwargs=kwargs)``; use
+    :func:`compile_model` for the options (number of runs, what to do about
+    dynamic structure).
 
     Args:
         model: a Pyro program (a function or bound method with
@@ -65,31 +69,48 @@ def compile(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelGraph:
             raised while running (chained), or has no sample site.
         DynamicStructureError: the structure changes between runs.
     """
-    return compile_model(model, args, kwargs)
+    return compile_model(model, model_args=args, model_kwargs=kwargs)
 
 
 def compile_model(
     model: Callable[..., Any],
-    args: tuple = (),
-    kwargs: dict[str, Any] | None = None,
-    *,
+    *legacy: Any,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
     num_traces: int = 3,
     on_dynamic: Literal["error", "warn"] = "error",
     seed: int = 0,
 ) -> ModelGraph:
     """:func:`compile` with options.
 
+    The model's arguments are keywords, as every pgmdl function with options
+    takes them (:mod:`pgmdl.arguments`)::
+
+        compile_model(model, model_args=(x,), model_kwargs={"y": y}, num_traces=1)
+
+    The old spelling ``compile_model(model, args, kwargs, ...)`` still works
+    for one release, with a ``FutureWarning``.
+
     Args:
         model: the Pyro program.
-        args: its positional arguments.
-        kwargs: its keyword arguments.
+        model_args: its positional arguments, a tuple.
+        model_kwargs: its keyword arguments.
         num_traces: how many runs to compare (at least 1; 1 disables the
             dynamic-structure check).
         on_dynamic: ``"error"`` raises :class:`DynamicStructureError` when
             runs disagree; ``"warn"`` warns and returns their union.
         seed: runs use seeds ``seed, seed + 1, ...``; the caller's RNG
             states are restored afterwards.
+
+    Raises:
+        ArgumentError: ``num_traces`` or ``on_dynamic`` cannot be used
+            (:class:`~pgmdl.errors.ArgumentTypeError` for a ``model_args``
+            that is not a tuple).
+        ModelError, DynamicStructureError: as :func:`compile`.
     """
+    args, kwargs = model_arguments(
+        "compile_model", model_args, model_kwargs, legacy=legacy, legacy_names=("args", "kwargs")
+    )
     name = _model_name(model)
     if isinstance(model, ModelGraph):
         raise ModelError("this is already a compiled ModelGraph; pass the model function instead.")
@@ -99,12 +120,9 @@ def compile_model(
             f"pyro.sample), got {type(model).__name__} {model!r:.80}."
         )
     if not isinstance(num_traces, int) or num_traces < 1:
-        raise ValueError(f"num_traces must be a positive integer, got {num_traces!r}")
+        raise ArgumentError(f"num_traces must be a positive integer, got {num_traces!r}")
     if on_dynamic not in ("error", "warn"):
-        raise ValueError(f"on_dynamic must be 'error' or 'warn', got {on_dynamic!r}")
-    if not isinstance(args, tuple):
-        raise TypeError(f"args must be a tuple of the model's arguments, got {type(args).__name__}")
-    kwargs = dict(kwargs or {})
+        raise ArgumentError(f"on_dynamic must be 'error' or 'warn', got {on_dynamic!r}")
 
     records = []
     validate = is_validation_enabled()

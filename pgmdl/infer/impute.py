@@ -155,7 +155,7 @@ def impute(
         return tuple(model_args), {**kwargs, argument: x}
 
     args, kwargs = arguments(filled)
-    graph = compile_model(model, args, kwargs, num_traces=1)
+    graph = compile_model(model, model_args=args, model_kwargs=kwargs, num_traces=1)
     lay = layout(graph, observed_site(graph, site))
     check_guide(graph, guide, args, kwargs)
     n = data.shape[0]

@@ -148,7 +148,7 @@ def log_likelihood(
     if not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
     args, kwargs = _arguments(data, model_args, model_kwargs)
-    graph = compile_model(model, args, kwargs, num_traces=1)
+    graph = compile_model(model, model_args=args, model_kwargs=kwargs, num_traces=1)
     lay = layout(graph, observed_site(graph, site))
     check_guide(graph, guide, args, kwargs)
     n = graph.plates[graph[lay.site].plates[0]].subsample_size

@@ -388,10 +388,27 @@ def test_options_are_checked():
     def model():
         pyro.sample("a", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="num_traces"):
+    with pytest.raises(pgmdl.ArgumentError, match="num_traces"):
         compile_model(model, num_traces=0)
-    with pytest.raises(ValueError, match="on_dynamic"):
+    with pytest.raises(pgmdl.ArgumentError, match="on_dynamic"):
         compile_model(model, on_dynamic="ignore")
+    with pytest.raises(pgmdl.ArgumentTypeError, match="model_args must be a tuple"):
+        compile_model(model, model_args=[1])
+
+
+def test_model_arguments_are_keywords_and_the_old_spelling_warns():
+    def model(x, scale=1.0):
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(0.0, scale), obs=x)
+
+    x = torch.zeros(3)
+    new = compile_model(model, model_args=(x,), model_kwargs={"scale": 2.0}, num_traces=1)
+    assert new.to_dict() == pgmdl.compile(model, x, scale=2.0).to_dict()
+    with pytest.warns(FutureWarning, match=r"compile_model\(model, model_args=args, model_kwargs"):
+        old = compile_model(model, (x,), {"scale": 2.0}, num_traces=1)
+    assert old.to_dict() == new.to_dict()
+    with pytest.raises(pgmdl.ArgumentError, match="given twice"):
+        compile_model(model, (x,), model_args=(x,))
 
 
 # ---------------------------------------------------------------------------- random DAGs
