@@ -202,7 +202,7 @@ class ModelGraph:
                 )
             )
         lines = [f"model {self.model_name}: {len(self)} sites, {self._dag.number_of_edges()} edges"]
-        lines += _table(rows)
+        lines += table(rows)
         if self._plates:
             lines += ["", "plates:"]
             prow = [("plate", "size", "subsample", "dim", "sites")]
@@ -216,7 +216,7 @@ class ModelGraph:
                         ", ".join(plate.sites),
                     )
                 )
-            lines += _table(prow)
+            lines += table(prow)
         if self._inputs:
             lines += ["", "inputs (model arguments that are not site values):"]
             lines += [f"  {path} -> {', '.join(sites)}" for path, sites in self._inputs.items()]
@@ -243,7 +243,9 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as aligned text lines (two-space indent), the first row a
+    header underlined with dashes; the summaries of graphs and inverses use it."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     out = []
     for k, row in enumerate(rows):
@@ -253,3 +255,6 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
         if k == 0:
             out.append("  " + "  ".join("-" * w for w in widths))
     return out
+
+
+_table = table  # deprecated alias: pgmdl.graph.nami still imports it (to be removed)
