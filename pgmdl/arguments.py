@@ -33,8 +33,9 @@ def model_arguments(
     model_args: Any = (),
     model_kwargs: Any = None,
     *,
-    legacy: tuple[Any, ...] = (),
-    legacy_names: tuple[str, ...] = ("args", "kwargs"),
+    legacy: tuple[Any, Any] | None = None,
+    old_spelling: str = "",
+    new_spelling: str = "",
     stacklevel: int = 3,
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The model's positional and keyword arguments, checked.
@@ -44,10 +45,10 @@ def model_arguments(
             (``"compile_model"``).
         model_args: a tuple of the model's positional arguments.
         model_kwargs: a mapping of its keyword arguments, or ``None``.
-        legacy: what the caller received positionally under the old
-            spelling (``function(model, args, kwargs)``); non-empty means
-            deprecated use: a ``FutureWarning`` names the new spelling.
-        legacy_names: the old names of the ``legacy`` positions.
+        legacy: ``(args, kwargs)`` the caller received in a deprecated
+            spelling, or ``None``; when given, a ``FutureWarning`` says that
+            ``old_spelling`` is deprecated and shows ``new_spelling``.
+        old_spelling, new_spelling: the two spellings, as code.
         stacklevel: where the warning points (3: the caller's caller).
 
     Returns:
@@ -56,34 +57,22 @@ def model_arguments(
     Raises:
         ArgumentTypeError: ``model_args`` is not a tuple, ``model_kwargs`` not
             a mapping with string keys.
-        ArgumentError: both spellings were used, or more positions than the
-            old spelling had.
+        ArgumentError: both spellings were used.
     """
-    if legacy:
-        if len(legacy) > len(legacy_names):
-            raise ArgumentError(
-                f"{function} takes the model and then keywords only; pass the model's "
-                f"arguments as model_args=(...) and model_kwargs={{...}}"
-            )
+    if legacy is not None:
         if model_args != () or model_kwargs is not None:
             raise ArgumentError(
-                f"{function}: the model's arguments are given twice, positionally and as "
-                "model_args=/model_kwargs=; pass them once, as keywords"
+                f"{function}: the model's arguments are given twice, in the old spelling "
+                f"{old_spelling} and as model_args=/model_kwargs=; pass them once, as keywords"
             )
-        old = ", ".join(legacy_names[: len(legacy)])
-        new = ", ".join(
-            f"{name}={value}"
-            for name, value in (("model_args", "args"), ("model_kwargs", "kwargs"))[: len(legacy)]
-        )
         warnings.warn(
-            f"{function}(model, {old}, ...) is deprecated and will stop working in the next "
-            f"release: write {function}(model, {new}, ...) (the model's arguments as keywords, "
-            "as pyro.render_model takes them).",
+            f"{old_spelling} is deprecated and will stop working in the next release: write "
+            f"{new_spelling} (the model's arguments as keywords, as pyro.render_model takes "
+            "them).",
             FutureWarning,
             stacklevel=stacklevel,
         )
-        model_args = legacy[0]
-        model_kwargs = legacy[1] if len(legacy) > 1 else None
+        model_args, model_kwargs = legacy
     if not isinstance(model_args, tuple):
         raise ArgumentTypeError(
             f"{function}: model_args must be a tuple of the model's positional arguments, got "

@@ -108,8 +108,18 @@ def compile_model(
             that is not a tuple).
         ModelError, DynamicStructureError: as :func:`compile`.
     """
+    if len(legacy) > 2:
+        raise ArgumentError(
+            "compile_model takes the model, then keywords: pass the model's arguments as "
+            "model_args=(...) and model_kwargs={...}"
+        )
     args, kwargs = model_arguments(
-        "compile_model", model_args, model_kwargs, legacy=legacy, legacy_names=("args", "kwargs")
+        "compile_model",
+        model_args,
+        model_kwargs,
+        legacy=(legacy[0], legacy[1] if len(legacy) > 1 else None) if legacy else None,
+        old_spelling="compile_model(model, args, kwargs, ...)",
+        new_spelling="compile_model(model, model_args=args, model_kwargs=kwargs, ...)",
     )
     name = _model_name(model)
     if isinstance(model, ModelGraph):
