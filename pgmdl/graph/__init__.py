@@ -23,7 +23,8 @@ from pgmdl.graph.faithful import (
     redundant_edges,
 )
 from pgmdl.graph.model_graph import EDGE_KINDS, ModelGraph
-from pgmdl.graph.nami import INVERSE_EDGE_KINDS, ORDERS, InverseGraph, PlateLink, invert
+from pgmdl.graph.nami import INVERSE_EDGE_KINDS, ORDERS, InverseGraph, invert
+from pgmdl.graph.plated import PlateLink
 from pgmdl.graph.sites import PlateInfo, SiteInfo
 
 __all__ = [

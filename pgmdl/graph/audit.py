@@ -98,12 +98,14 @@ from torch.distributions.transforms import _InverseTransform
 from pgmdl.errors import ModelError
 from pgmdl.graph.compile import compile_model, isolated_run
 from pgmdl.graph.model_graph import ModelGraph
-from pgmdl.graph.nami import InverseGraph, PlateLink
+from pgmdl.graph.nami import InverseGraph
 from pgmdl.graph.plated import (
     SAME,
     Patterns,
     PlatedDAG,
+    PlateLink,
     merge_patterns,
+    plate_link,
     plated_dag,
     unroll,
     unroll_sizes,
@@ -1287,12 +1289,7 @@ def _link(
         where_u = dict(zip(pa, dag.nodes[u]["index"], strict=True))
         where_v = dict(zip(ps, dag.nodes[v]["index"], strict=True))
         across |= {p for p in where_u if p in where_v and where_u[p] != where_v[p]}
-    pooled = (set(pa) - set(ps)) | across
-    return PlateLink(
-        same=tuple(p for p in pa if p in ps and p not in pooled),
-        broadcast=tuple(p for p in ps if p not in pa),
-        pooled=tuple(p for p in plated.plate_order if p in pooled),
-    )
+    return plate_link(pa, ps, across, plated.plate_order)
 
 
 def _rank(plated: PlatedDAG, node: str) -> int:

@@ -61,9 +61,11 @@ from pgmdl.graph.plated import (
     SAME,
     Patterns,
     PlatedDAG,
+    PlateLink,
     StarSet,
     add_pattern,
     compose,
+    plate_link,
     plated_dag,
 )
 
@@ -77,43 +79,6 @@ two co-parents (``"moral"``), elimination (``"fill-in"``: the edge, or its
 pooling over some plate, was added when a latent between the two sites was
 eliminated), a model edge into a latent with no observed descendant, kept as
 it is (``"prior"``), or ``augment=True`` (``"augment"``)."""
-
-
-@dataclass(frozen=True)
-class PlateLink:
-    """How a guide site reaches the replicates of one of its parents.
-
-    Attributes:
-        same: plates both sites live in, joined on the same index (the
-            parent's replicate ``i`` feeds the site's replicate ``i``).
-        broadcast: plates only the site lives in: one parent value is used
-            by every replicate.
-        pooled: plates along which the site needs *all* of the parent's
-            replicates: plates only the parent lives in, and shared plates
-            the dependency runs across. The guide needs a
-            permutation-invariant set encoder over them.
-    """
-
-    same: tuple[str, ...] = ()
-    broadcast: tuple[str, ...] = ()
-    pooled: tuple[str, ...] = ()
-
-    @property
-    def mode(self) -> str:
-        """``"pooled"``, ``"broadcast"`` or ``"same"`` (the strongest that applies)."""
-        if self.pooled:
-            return "pooled"
-        return "broadcast" if self.broadcast else "same"
-
-    def __str__(self) -> str:
-        parts = []
-        if self.same:
-            parts.append(f"same {', '.join(self.same)}")
-        if self.broadcast:
-            parts.append(f"broadcast over {', '.join(self.broadcast)}")
-        if self.pooled:
-            parts.append(f"pooled over {', '.join(self.pooled)}")
-        return "; ".join(parts) or "global"
 
 
 class InverseGraph:
@@ -719,15 +684,8 @@ def _check_order(order: str | Sequence[str], dag: PlatedDAG, graph: ModelGraph) 
 
 
 def _link(dag: PlatedDAG, parent: str, site: str, patterns: Patterns) -> PlateLink:
-    pa, ps = dag.plate_set(parent), dag.plate_set(site)
-    across = frozenset().union(*patterns) & pa & ps
-    pooled = (pa - ps) | across
-    ordered = dag.plate_order
-    return PlateLink(
-        same=tuple(p for p in ordered if p in (pa & ps) - across),
-        broadcast=tuple(p for p in ordered if p in ps - pa),
-        pooled=tuple(p for p in ordered if p in pooled),
-    )
+    across = frozenset().union(*patterns)
+    return plate_link(dag.plates[parent], dag.plates[site], across, dag.plate_order)
 
 
 def _to_networkx(

@@ -35,7 +35,7 @@ against their unrolled counterparts.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -95,6 +95,66 @@ def compose(
     """
     same_through_mid = plates_mid - (star_a | star_b | coupled)
     return frozenset((plates_a & plates_b) - same_through_mid)
+
+
+@dataclass(frozen=True)
+class PlateLink:
+    """How a guide site reaches the replicates of one of its parents.
+
+    Attributes:
+        same: plates both sites live in, joined on the same index (the
+            parent's replicate ``i`` feeds the site's replicate ``i``).
+        broadcast: plates only the site lives in: one parent value is used
+            by every replicate.
+        pooled: plates along which the site needs *all* of the parent's
+            replicates: plates only the parent lives in, and shared plates
+            the dependency runs across. The guide needs a
+            permutation-invariant set encoder over them.
+    """
+
+    same: tuple[str, ...] = ()
+    broadcast: tuple[str, ...] = ()
+    pooled: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str:
+        """``"pooled"``, ``"broadcast"`` or ``"same"`` (the strongest that applies)."""
+        if self.pooled:
+            return "pooled"
+        return "broadcast" if self.broadcast else "same"
+
+    def __str__(self) -> str:
+        parts = []
+        if self.same:
+            parts.append(f"same {', '.join(self.same)}")
+        if self.broadcast:
+            parts.append(f"broadcast over {', '.join(self.broadcast)}")
+        if self.pooled:
+            parts.append(f"pooled over {', '.join(self.pooled)}")
+        return "; ".join(parts) or "global"
+
+
+def plate_link(
+    parent_plates: Iterable[str],
+    site_plates: Iterable[str],
+    across: Iterable[str],
+    plate_order: Sequence[str],
+) -> PlateLink:
+    """The :class:`PlateLink` of an edge ``parent -> site``: the one builder
+    used by the inversion, the guide audit and the guide planner.
+
+    Plates both live in are *same* unless the dependency runs ``across``
+    them (then pooled); plates only the parent lives in are pooled; plates
+    only the site lives in are broadcast. Each tuple follows ``plate_order``.
+    """
+    pa, ps = frozenset(parent_plates), frozenset(site_plates)
+    across = frozenset(across) & pa & ps
+    pooled = (pa - ps) | across
+    return PlateLink(
+        same=tuple(p for p in plate_order if p in (pa & ps) - across),
+        broadcast=tuple(p for p in plate_order if p in ps - pa),
+        pooled=tuple(p for p in plate_order if p in pooled),
+    )
 
 
 @dataclass
