@@ -19,9 +19,11 @@ from pgmdl.graph.views import ArgumentRef
 
 SiteKind = Literal["latent", "observed", "deterministic"]
 
-MULTISET_MASKS_KEY = "multiset_masks"
-"""``msg["infer"]`` key under which a multiset plate (:mod:`pgmdl.multiset.plate`)
+PLATE_MASKS_KEY = "plate_masks"
+"""``msg["infer"]`` key under which a masked plate (:mod:`pgmdl.graph.masked_plate`)
 leaves ``{plate name: mask}`` on every sample site inside it, for the compiler."""
+
+MULTISET_MASKS_KEY = PLATE_MASKS_KEY  # the name before masked plates moved to the core
 
 
 @dataclass(frozen=True)

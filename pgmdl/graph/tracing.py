@@ -55,7 +55,7 @@ from torch.distributions import Independent
 from torch.overrides import TorchFunctionMode
 
 from pgmdl.errors import ModelError
-from pgmdl.graph.sites import MULTISET_MASKS_KEY, SiteMask
+from pgmdl.graph.sites import PLATE_MASKS_KEY, SiteMask
 from pgmdl.graph.views import VIEW_FUNCS, ArgumentRef, PlateIndex, record_view
 
 
@@ -452,7 +452,7 @@ class _SiteRecorder(Messenger):
         value_ref = _exact_ref(value_provenance) if kind == "observed" else None
         if lookup(msg["value"]):  # written in place: not a view of the argument
             value_ref = None
-        multiset_masks = msg["infer"].get(MULTISET_MASKS_KEY, {})
+        multiset_masks = msg["infer"].get(PLATE_MASKS_KEY, {})
         masks = self._masks(msg, lookup) if kind == "latent" else ()
 
         self.record.sites[name] = SiteRecord(
@@ -490,7 +490,7 @@ class _SiteRecorder(Messenger):
         found = []
         # inside a multiset plate the handler mask includes the plate's own mask,
         # which a guide's multiset plate applies itself
-        if msg["mask"] is not None and not msg["infer"].get(MULTISET_MASKS_KEY):
+        if msg["mask"] is not None and not msg["infer"].get(PLATE_MASKS_KEY):
             found.append((msg["mask"], 0))
         fn, event_dims = msg["fn"], 0
         while isinstance(fn, _WRAPPERS):

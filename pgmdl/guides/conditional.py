@@ -9,7 +9,7 @@ feature vector per replicate, and maps the features to a distribution:
     q(z_i \mid \pi_i) = \text{family}\Big(f\big([\,n_1(\pi_{i,1}),\ \dots,\
         \text{pool}_j\,\phi(n_k(\pi_{j,k}))\,]\big)\Big)
 
-* :math:`n_k` brings parent :math:`k` to unit scale (:class:`~pgmdl.guides.nets.ParentNorm`);
+* :math:`n_k` standardizes parent :math:`k` (:class:`~pgmdl.guides.nets.ParentNorm`);
 * a parent living in plates the site does not (or along which NaMI joins
   every replicate) is pooled by a :class:`~pgmdl.guides.nets.SetEncoder`;
 * a parent living in fewer plates is broadcast;
@@ -95,12 +95,13 @@ class PathDerivative(dist.TorchDistribution):
 
 class ParentFeatures(nn.Module):
     """One parent's value as normalized features: flattened per replicate
-    (one-hot for a categorical parent), then brought to unit scale by a
-    :class:`~pgmdl.guides.nets.ParentNorm`. The guide keeps one per parent
-    site, shared by every conditional that reads it."""
+    (one-hot for a categorical parent), then standardized (or only scaled
+    down, ``standardize=False``) by a :class:`~pgmdl.guides.nets.ParentNorm`.
+    The guide keeps one per parent site, shared by every conditional that
+    reads it."""
 
     def __init__(
-        self, replicate_shape: tuple[int, ...], categories: int = 0, standardize: bool = False
+        self, replicate_shape: tuple[int, ...], categories: int = 0, standardize: bool = True
     ) -> None:
         super().__init__()
         self.replicate_shape = tuple(replicate_shape)

@@ -82,9 +82,11 @@ from torch import nn
 
 from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingError
 from pgmdl.graph.compile import compile_model, isolated_run
+from pgmdl.graph.masked_plate import MaskedPlate, align_to_plate
 from pgmdl.graph.model_graph import ModelGraph
-from pgmdl.graph.nami import InverseGraph, PlateLink, invert
-from pgmdl.graph.sites import MULTISET_MASKS_KEY, PlateInfo, SiteMask
+from pgmdl.graph.nami import ORDERS, InverseGraph, invert
+from pgmdl.graph.plated import PlateLink
+from pgmdl.graph.sites import PLATE_MASKS_KEY, PlateInfo, SiteMask
 from pgmdl.graph.tracing import ALIGNED, model_signature, unwrap_distribution
 from pgmdl.graph.views import ArgumentRef
 from pgmdl.guides.bindings import ArgumentReader, view_binding
@@ -97,16 +99,19 @@ from pgmdl.guides.families import (
     make_family,
 )
 from pgmdl.guides.nets import ResidualMLP
-from pgmdl.multiset.conditional import MultisetConditional
-from pgmdl.multiset.plate import MultisetPlate, align_to_plate
+from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
+from pgmdl.plugins import JointRequest, joint_conditional
 
 #: default initial scales (``NaMIGuide(init_scale=None)``): free global sites as
 #: AutoNormal, amortized ones as wide as a unit prior
 FREE_INIT_SCALE = 0.1
 AMORTIZED_INIT_SCALE = 1.0
 
-#: structures a NaMIGuide can take: NaMI orders, or mean field
-GUIDE_ORDERS = ("min-fill", "topological", "reverse", "mean-field")
+#: how NaMIGuide(normalize=...) brings a conditional's inputs to unit scale
+NORMALIZE_MODES = ("standardize", "scale")
+
+#: the NaMI elimination orders a NaMIGuide takes by name (see :func:`pgmdl.invert`)
+GUIDE_ORDERS = ORDERS
 
 
 class NaMIGuide(AutoGuide):
@@ -137,12 +142,15 @@ class NaMIGuide(AutoGuide):
 
     Args:
         model: the Pyro model.
-        order: the guide's structure: a NaMI elimination order (``"min-fill"``,
-            ``"topological"``, ``"reverse"`` or a list of the latent sites, see
-            :func:`pgmdl.invert`), or ``"mean-field"``: each latent conditioned
-            on the observed sites and inputs it depends on in the min-fill
-            inverse, and on no other latent (not faithful in general: a
-            baseline).
+        order: the NaMI elimination order (``"min-fill"``, ``"topological"``,
+            ``"reverse"`` or a list of the latent sites, see :func:`pgmdl.invert`).
+            ``order="mean-field"`` is the old spelling of
+            ``structure="mean-field"`` (a ``FutureWarning``).
+        structure: ``"nami"`` (each latent conditioned on its parents in the
+            inverse: faithful) or ``"mean-field"`` (each latent conditioned on
+            the observed sites and inputs it depends on in the inverse, and on
+            no other latent: not faithful in general, a baseline). See
+            :mod:`pgmdl.guides.plan`.
         augment: add every observed site as a parent of every latent
             (LadderVAE-style, thesis §4.2.4).
         families: ``{site: family name}`` overriding the default family
@@ -178,6 +186,13 @@ class NaMIGuide(AutoGuide):
             after 3000 steps at lr 0.001: 0.04-0.2 nats per digit better),
             but a 784-pixel VAE stalls or diverges at lr 0.01 and a sparse
             gamma DEF turns NaN at lr 0.03.
+        normalize: how a conditional's inputs are brought to unit scale
+            (:class:`~pgmdl.guides.nets.ParentNorm`): ``"standardize"``
+            (running mean and variance per feature: fastest learning; the
+            best held-out ELBO on 1,500 digits) or ``"scale"`` (data divided
+            down to unit root mean square, never amplified, as a hand-written
+            encoder sees it: generalizes better on small data sets at large
+            learning rates; continuous latent parents stay standardized).
         init_loc_fn: where a global site's free parameters start, and an
             amortized conditional when the prior has no analytic mean: Pyro's
             ``init_to_mean`` by default (the prior's mean; its median where
@@ -189,12 +204,16 @@ class NaMIGuide(AutoGuide):
             arguments returning plates to use (for custom subsampling).
         device: where the guide's modules live (default: the device of the
             first tensor among the model's arguments).
-        multiset_sites: ``"auto"`` (a joint multiset conditional for every
-            real-valued site the inversion joins along one plate), a list of
-            sites to give one (along their multiset plate, else their
-            innermost plate), or ``()`` for none (see "Joint plates and
-            multisets").
-        multiset_layers: message-passing layers of those conditionals' GraphNN.
+        joint_sites: ``"auto"`` (a joint conditional for every site the
+            inversion joins along one plate, from the first plug-in that
+            offers one, :mod:`pgmdl.plugins`; the multiset plug-in takes
+            real-valued sites), a list of sites to give one (along their
+            multiset plate, else their innermost plate), or ``()`` for none
+            (see "Joint plates and multisets").
+        joint_options: options of those conditionals (the multiset plug-in's:
+            ``{"layers": 2}``, message-passing layers of its GraphNN).
+        multiset_sites, multiset_layers: the old spellings of ``joint_sites``
+            and ``joint_options={"layers": n}`` (a ``FutureWarning``).
     """
 
     def __init__(
@@ -215,20 +234,54 @@ class NaMIGuide(AutoGuide):
         init_loc_fn: Callable[[dict], torch.Tensor] = init_to_mean,
         init_scale: float | Mapping[str, float] | None = None,
         fan_in_scaled: bool = True,
+        normalize: str = "standardize",
         create_plates: Callable[..., Any] | None = None,
         device: torch.device | str | None = None,
-        multiset_sites: str | Sequence[str] = "auto",
-        multiset_layers: int = 2,
+        joint_sites: str | Sequence[str] = "auto",
+        joint_options: Mapping[str, Any] | None = None,
+        structure: str = "nami",
+        multiset_sites: str | Sequence[str] | None = None,
+        multiset_layers: int | None = None,
     ) -> None:
+        joint_options = dict(joint_options or {})
+        if multiset_sites is not None:
+            warnings.warn(
+                "NaMIGuide(multiset_sites=...) is now NaMIGuide(joint_sites=...); the old "
+                "name goes in the next release",
+                FutureWarning,
+                stacklevel=2,
+            )
+            joint_sites = multiset_sites
+        if multiset_layers is not None:
+            warnings.warn(
+                "NaMIGuide(multiset_layers=n) is now NaMIGuide(joint_options={'layers': n}); "
+                "the old name goes in the next release",
+                FutureWarning,
+                stacklevel=2,
+            )
+            joint_options.setdefault("layers", multiset_layers)
+        if isinstance(order, str) and order == "mean-field":
+            warnings.warn(
+                "NaMIGuide(order='mean-field') is now NaMIGuide(structure='mean-field'): "
+                "mean field is a structure, not an elimination order; the old spelling goes "
+                "in the next release",
+                FutureWarning,
+                stacklevel=2,
+            )
+            order, structure = "min-fill", "mean-field"
+        if normalize not in NORMALIZE_MODES:
+            raise GuideError(f"normalize={normalize!r}: use one of {NORMALIZE_MODES}")
+        if structure not in GUIDE_STRUCTURES:
+            raise GuideError(f"structure={structure!r}: use one of {GUIDE_STRUCTURES}")
         if global_latents not in ("auto", "free", "amortized"):
             raise GuideError(
                 f"global_latents={global_latents!r}: use 'auto', 'free' or 'amortized'"
             )
         if enumerate not in (None, "parallel", "sequential"):
             raise GuideError(f"enumerate={enumerate!r}: use None, 'parallel' or 'sequential'")
-        if isinstance(multiset_sites, str) and multiset_sites != "auto":
+        if isinstance(joint_sites, str) and joint_sites != "auto":
             raise GuideError(
-                f"multiset_sites={multiset_sites!r}: use 'auto', a list of latent sites, or ()"
+                f"joint_sites={joint_sites!r}: use 'auto', a list of latent sites, or ()"
             )
         if isinstance(order, str) and order not in GUIDE_ORDERS:
             raise GuideError(f"order={order!r}: use one of {GUIDE_ORDERS} or a list of sites")
@@ -248,13 +301,14 @@ class NaMIGuide(AutoGuide):
         self.init_loc_fn = init_loc_fn
         self.init_scale = _check_init_scale(init_scale)
         self.fan_in_scaled = bool(fan_in_scaled)
+        self.normalize = normalize
         self.device_option = device
-        self.multiset_option = (
-            multiset_sites if isinstance(multiset_sites, str) else tuple(multiset_sites)
-        )
-        self.multiset_layers = multiset_layers
+        self.structure_option = structure
+        self.joint_option = joint_sites if isinstance(joint_sites, str) else tuple(joint_sites)
+        self.joint_options = joint_options
         self.graph: ModelGraph | None = None
         self.inverse: InverseGraph | None = None
+        self.plan: GuidePlan | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -286,7 +340,7 @@ class NaMIGuide(AutoGuide):
                 "nothing to sample. Check that the latent sites are not all observed "
                 "(obs= set) or pass the arguments that leave them latent."
             )
-        named = tuple(self.multiset_option) if self.multiset_option != "auto" else ()
+        named = tuple(self.joint_option) if self.joint_option != "auto" else ()
         scaled = tuple(self.init_scale) if isinstance(self.init_scale, dict) else ()
         for site in (
             self.flow_sites
@@ -298,21 +352,33 @@ class NaMIGuide(AutoGuide):
             if site not in graph.latent_sites:
                 raise SiteNotFoundError(site, graph.latent_sites, what="latent site")
         self.graph = graph
-        free = self._free_sites(graph)
-        self._free = free
-        self.inverse = self._invert(graph, free)
+        inverse = invert(graph, order=self.order_option, augment=self.augment)
+        self.plan = plan_guide(
+            graph,
+            inverse,
+            structure=self.structure_option,  # type: ignore[arg-type]
+            global_latents=self.global_latents,  # type: ignore[arg-type]
+            joint_sites=self.joint_option,
+            sometimes_observed=tuple(self._sometimes),
+        )
+        self.inverse = self.plan.inverse
+        self._free = set(self.plan.free)
+        # the plan's parts the guide reads at every call, as plain tuples and dicts
+        self._structure = {
+            site.name: tuple((p.name, p.link) for p in site.parents) for site in self.plan.sites
+        }
+        self._joint = {site: joint.plate for site, joint in self.plan.joint.items()}
+        self._block = {site.name: site.block for site in self.plan.sites}
+        self._guide_plates = list(self.plan.plates)
+        self._max_depth = self.plan.max_depth
+        self._read_by = set(self.plan.read)
         self._bind_derived_sites(graph)
         self._bind_views(graph)
         self._bind_aligned_inputs(graph)
         self._reader = ArgumentReader(self.model, self.bindings)
         arguments = self._reader.bind(args, kwargs)
         self._check_multiset_masks(graph, arguments)
-        self._max_depth = max(
-            (-p.dim for p in graph.plates.values() if p.dim is not None), default=0
-        )
-        self._structure = self._guide_structure(graph, self.inverse, free)
         self._masks = self._mask_readers(graph)
-        self._joint = self._joint_conditionals(graph, self.inverse, self._structure)
         self._given_shapes = self._read_given_shapes(graph, arguments)
         self._witness = self._plate_witnesses(graph, arguments)
         device = self._device(args, kwargs)
@@ -329,16 +395,6 @@ class NaMIGuide(AutoGuide):
                         standardize=self._standardized(graph, parent),
                     )
         self.inputs = inputs.to(device)
-        self._read_by = {p for parents in self._structure.values() for p, _ in parents}
-        # for each site, the plate at each batch dim of its plate block (None: no plate)
-        self._block = {s: _block_plates(graph, s) for s in self._structure}
-        # the plates the guide enters: a plate none of its sites lives in is left to
-        # the model (a guide-side plate would pin its size in the replayed model)
-        self._guide_plates = [
-            p
-            for p, info in graph.plates.items()
-            if info.dim is not None and any(p in graph[s].plates for s in self._structure)
-        ]
         for site, parents in self._structure.items():
             key = self._keys.setdefault(site, _module_key(len(self._keys), site))
             if site in self.conditional_overrides:
@@ -370,116 +426,11 @@ class NaMIGuide(AutoGuide):
                         param.copy_(old.detach().to(param))
                     del store[full]
 
-    def _free_sites(self, graph: ModelGraph) -> set[str]:
-        """Latents given free parameters (see "Global latents" in the module docstring)."""
-        if self.global_latents == "amortized":
-            return set()
-
-        def plates(name: str) -> set[str]:
-            return {p for p in graph[name].plates if graph.plates[p].is_vectorized}
-
-        data_plates = set().union(*(plates(s) for s in graph.observed_sites))
-        if self.global_latents == "auto" and not data_plates:
-            return set()
-        return {
-            s for s in graph.latent_sites if not graph[s].enumerate and not plates(s) & data_plates
-        }
-
-    def _invert(self, graph: ModelGraph, free: set[str]) -> InverseGraph:
-        """The NaMI inverse, with enumerated sites eliminated first (the model sums
-        them out, so no guide site may need them) and free global sites last (the
-        guide samples them first, and the rest may condition on them)."""
-        order = "min-fill" if self.order_option == "mean-field" else self.order_option
-        inverse = invert(graph, order=order, augment=self.augment)
-        enumerated = [s for s in graph.latent_sites if graph[s].enumerate]
-        # sites the model observes in some calls: sampled before the sites that
-        # may depend on them, so that a call observing them conditions the rest
-        # on the given values exactly as a faithful inverse of that call would
-        sometimes = [s for s in inverse.elimination_order if s in self._sometimes]
-        # sites whose values mask other latents (AIR's z_pres for z_where): sampled
-        # before them, so that the guide can mask the same entries the model does
-        sources = {
-            m.source
-            for s in graph.latent_sites
-            for m in graph[s].masks
-            if m.kind == "site" and m.source in graph.sites and graph[m.source].is_latent
-        }
-        masking = [
-            s
-            for s in inverse.elimination_order
-            if s in sources and s not in free and s not in self._sometimes
-        ]
-        if enumerated or free or sometimes or masking:
-            first = set(free) | set(enumerated) | set(sometimes) | set(masking)
-            rest = [s for s in inverse.elimination_order if s not in first]
-            last = [s for s in inverse.elimination_order if s in free]
-            inverse = invert(
-                graph, order=enumerated + rest + masking + sometimes + last, augment=self.augment
-            )
-        return inverse
-
-    def _guide_structure(
-        self, graph: ModelGraph, inverse: InverseGraph, free: set[str]
-    ) -> dict[str, tuple[tuple[str, PlateLink], ...]]:
-        """Each sampled latent, in guide order, with its parents and their plate links."""
-        structure: dict[str, tuple[tuple[str, PlateLink], ...]] = {}
-        for site in inverse.order:
-            if graph[site].enumerate:
-                continue
-            if site in free:
-                structure[site] = ()
-            elif self.order_option == "mean-field":
-                structure[site] = _mean_field_parents(inverse, site)
-            else:
-                structure[site] = tuple((p, inverse.link(p, site)) for p in inverse.parents(site))
-        return structure
-
-    def _joint_conditionals(
-        self,
-        graph: ModelGraph,
-        inverse: InverseGraph,
-        structure: dict[str, tuple[tuple[str, PlateLink], ...]],
-    ) -> dict[str, str]:
-        """``{site: plate}`` for the sites given a joint multiset conditional; warn
-        about joined sites left with independent replicates."""
-        plan: dict[str, str] = {}
-        joined = {s: p for s, p in inverse.joint_plates.items() if structure.get(s)}
-        if self.order_option == "mean-field":
-            joined = {}
-        if self.multiset_option == "auto":
-            for site, plates in joined.items():
-                if len(plates) == 1 and _joint_ready(graph, site) is None:
-                    plan[site] = plates[0]
-        else:
-            for site in self.multiset_option:
-                problem = _joint_ready(graph, site)
-                if problem is not None:
-                    raise GuideError(f"multiset_sites: site {site!r} {problem}")
-                if site in self._free or site not in structure:
-                    raise GuideError(
-                        f"multiset_sites: site {site!r} is a global latent with free parameters "
-                        "(or not sampled by the guide); a joint conditional over a plate is for "
-                        "amortized sites inside a plate"
-                    )
-                plan[site] = joined.get(site, (None,))[0] or _joint_plate(graph, site)
-        rest = {s: p for s, p in joined.items() if s not in plan}
-        if rest:
-            warnings.warn(
-                f"NaMI order {self.order_option!r} couples the replicates of "
-                + ", ".join(f"{s!r} along plate(s) {list(p)}" for s, p in rest.items())
-                + "; the guide samples them independently given pooled summaries of their "
-                "parents (a joint multiset conditional needs a real-valued site joined along "
-                "one plate). order='reverse' usually avoids joint plates.",
-                GuideWarning,
-                stacklevel=4,
-            )
-        return plan
-
     def _conditional(
         self, graph: ModelGraph, site: str, parents: tuple[tuple[str, PlateLink], ...]
-    ) -> Conditional | MultisetConditional:
+    ) -> nn.Module:
         if site in self._joint:
-            return self._multiset_conditional(graph, site, parents, self._joint[site])
+            return self._joint_conditional(graph, site, parents, self.plan[site].joint)
         info = graph[site]
         _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
         family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
@@ -515,17 +466,18 @@ class NaMIGuide(AutoGuide):
             flow=site in self.flow_sites,
         )
 
-    def _multiset_conditional(
+    def _joint_conditional(
         self,
         graph: ModelGraph,
         site: str,
         parents: tuple[tuple[str, PlateLink], ...],
-        plate: str,
-    ) -> MultisetConditional:
-        """The joint conditional of ``site`` over ``plate``: parents in the plate are
-        read per replicate, the others are the GraphNN's global context."""
+        joint: JointPlan,
+    ) -> nn.Module:
+        """The joint conditional of ``site`` over ``joint.plate``, built by the plug-in
+        the plan names (:mod:`pgmdl.plugins`): parents in the plate are read per
+        replicate, the others are the global context."""
         info = graph[site]
-        dim = graph.plates[plate].dim
+        plate = joint.plate
         nodes, context = [], []
         for parent, link in parents:
             pooled = tuple(
@@ -538,18 +490,19 @@ class NaMIGuide(AutoGuide):
             (nodes if inside else context).append(spec)
         _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
         family = make_family(None, site, info.support, torch.Size(shape))
-        return MultisetConditional(
-            site,
-            plate,
-            dim,
-            nodes,
-            context,
-            max(math.prod(shape), 1),
+        request = JointRequest(
+            site=site,
+            plate=plate,
+            dim=graph.plates[plate].dim,  # type: ignore[arg-type]
+            nodes=tuple(nodes),
+            context=tuple(context),
+            event_size=max(math.prod(shape), 1),
             scalar=len(shape) == 0,
             init=self._init_value(site, family),
             hidden=self.hidden,
-            layers=self.multiset_layers,
+            options=dict(self.joint_options),
         )
+        return joint_conditional(joint.provider).build(request)
 
     def _check_multiset_masks(self, graph: ModelGraph, arguments: dict[str, Any]) -> None:
         """The mask a multiset plate reads from the arguments is the model's mask."""
@@ -561,7 +514,7 @@ class NaMIGuide(AutoGuide):
             else:
                 mask = self._read(arguments, f"mask of plate {plate!r}", info.mask_argument)
             site = next(s for s in info.sites if s in self._model_trace.nodes)
-            used = self._model_trace.nodes[site]["infer"][MULTISET_MASKS_KEY][plate]
+            used = self._model_trace.nodes[site]["infer"][PLATE_MASKS_KEY][plate]
             same = mask.shape == used.shape and mask.dtype == used.dtype
             if not same or not bool(torch.equal(mask, used.to(mask.device))):
                 source = "given binding" if plate in self.bindings else "argument"
@@ -591,9 +544,12 @@ class NaMIGuide(AutoGuide):
         return mask
 
     def _standardized(self, graph: ModelGraph, name: str) -> bool:
-        """Whether parent ``name`` is standardized (a continuous latent: the guide's
-        own draws) rather than only scaled down to unit scale (data, discrete
-        latents: :class:`~pgmdl.guides.nets.ParentNorm`)."""
+        """Whether parent ``name`` is standardized rather than only scaled down to
+        unit scale (:class:`~pgmdl.guides.nets.ParentNorm`): every parent with
+        ``normalize="standardize"``; with ``"scale"``, continuous latents only (the
+        guide's own draws), not data, inputs or discrete latents."""
+        if self.normalize == "standardize":
+            return True
         return name in graph.sites and graph[name].is_latent and not graph[name].is_discrete
 
     def _replicate_shape_of(self, graph: ModelGraph, name: str) -> tuple[int, ...]:
@@ -852,7 +808,7 @@ class NaMIGuide(AutoGuide):
         masks = {
             plate.dim: plate.plate_mask
             for plate in plates.values()
-            if isinstance(plate, MultisetPlate)
+            if isinstance(plate, MaskedPlate)
         }
         conditionals = self.conditionals  # one pyro.module statement per call
         inputs = self._modules["inputs"]  # buffers only: no pyro.module statement needed
@@ -878,7 +834,7 @@ class NaMIGuide(AutoGuide):
                     try:
                         if site in self._joint:
                             plate = plates[self._joint[site]]
-                            mask = plate.mask if isinstance(plate, MultisetPlate) else None
+                            mask = plate.mask if isinstance(plate, MaskedPlate) else None
                             q = conditionals[keys[site]](
                                 features, block, self._max_depth, mask, masks
                             )
@@ -915,7 +871,7 @@ class NaMIGuide(AutoGuide):
         readers: dict[str, list[Callable[..., Any]]] = {}
         order = list(self._structure)
         for site in order:
-            # a multiset plate's own mask: the guide's MultisetPlate applies it
+            # a masked plate's own mask: the guide's MaskedPlate applies it
             multiset = {
                 graph.plates[p].mask_argument
                 for p in graph[site].plates
@@ -1048,7 +1004,7 @@ class NaMIGuide(AutoGuide):
                 plates[name] = user[name]
                 continue
             if info.multiset:
-                plates[name] = MultisetPlate(name, self._multiset_mask(arguments, name), info.dim)
+                plates[name] = MaskedPlate(name, self._multiset_mask(arguments, name), info.dim)
                 continue
             size, subsample = info.size, info.subsample_size
             device = None
@@ -1318,12 +1274,6 @@ def _inferred_when_latent(graph: ModelGraph, site: str) -> bool:
 # ---------------------------------------------------------------------- helpers
 
 
-def _block_plates(graph: ModelGraph, site: str) -> tuple[str | None, ...]:
-    """The plate at each batch dim of a site's plate block (``None``: no plate)."""
-    at = {graph.plates[p].dim: p for p in graph[site].plates if graph.plates[p].dim is not None}
-    return tuple(at.get(d) for d in range(-_depth(graph, site), 0))
-
-
 def _depth(graph: ModelGraph, site: str) -> int:
     dims = [graph.plates[p].dim for p in graph[site].plates if graph.plates[p].dim is not None]
     return max((-d for d in dims), default=0)
@@ -1353,57 +1303,6 @@ def _replicate_shape(
                 f"{list(info.plates)}); declare it with .to_event() or a pyro.plate"
             )
     return depth, event
-
-
-def _mean_field_parents(inverse: InverseGraph, site: str) -> tuple[tuple[str, PlateLink], ...]:
-    """The given ancestors of ``site`` in the inverse, with plate links."""
-    dag = inverse.dag
-    ancestors = nx.ancestors(dag, site)
-    plates_s = set(dag.nodes[site]["plates"])
-    out = []
-    for given in inverse.given:
-        if given not in ancestors:
-            continue
-        plates_g = set(dag.nodes[given]["plates"])
-        between = (nx.descendants(dag, given) & ancestors) | {given, site}
-        across = set()
-        for u, v in dag.subgraph(between).edges:
-            across |= set(dag.edges[u, v]["link"].pooled)
-        across &= plates_g & plates_s
-        order = [p for p in inverse.model.plates if p in plates_g | plates_s]
-        out.append(
-            (
-                given,
-                PlateLink(
-                    same=tuple(p for p in order if p in (plates_g & plates_s) - across),
-                    broadcast=tuple(p for p in order if p in plates_s - plates_g),
-                    pooled=tuple(p for p in order if p in (plates_g - plates_s) | across),
-                ),
-            )
-        )
-    return tuple(out)
-
-
-def _joint_ready(graph: ModelGraph, site: str) -> str | None:
-    """Why ``site`` cannot have a joint multiset conditional (None if it can)."""
-    info = graph[site]
-    if info.support_name != "real" or info.is_discrete:
-        return f"has support {info.support_name!r}; the correlated Gaussian needs real values"
-    if len(info.event_shape) > 1:
-        return f"has event shape {tuple(info.event_shape)}; use one event dimension at most"
-    if _joint_plate(graph, site) is None:
-        return "lives in no vectorized plate"
-    return None
-
-
-def _joint_plate(graph: ModelGraph, site: str) -> str | None:
-    """The plate a requested joint conditional runs over: the site's multiset
-    plate, else its innermost vectorized plate."""
-    plates = [graph.plates[p] for p in graph[site].plates if graph.plates[p].dim is not None]
-    for info in plates:
-        if info.multiset:
-            return info.name
-    return min(plates, key=lambda p: p.dim).name if plates else None
 
 
 def _module_key(index: int, name: str) -> str:

@@ -34,9 +34,11 @@ from torch import nn
 from torch.distributions import Independent, register_kl
 
 from pgmdl.errors import GuideError
+from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.guides.conditional import ParentSpec, fit_batch, gather_features, make_encoders
 from pgmdl.multiset.correlated import CorrelatedMultisetNormal
 from pgmdl.multiset.graphnn import GraphSetEncoder
+from pgmdl.plugins import JointRequest, register_joint_conditional
 
 
 class PlateView(TorchDistribution):
@@ -242,3 +244,52 @@ class MultisetConditional(nn.Module):
         scale = nn.functional.softplus(raw_scale) + 1e-4
         joint = CorrelatedMultisetNormal(loc, scale, nu, mask, validate_args=False)
         return PlateView(joint, self.dim, scalar=self.scalar)
+
+
+class MultisetJointConditional:
+    """The multiset plug-in's offer to the guide planner (:mod:`pgmdl.plugins`):
+    a :class:`MultisetConditional` for every real-valued site (at most one event
+    dimension) whose replicates the inversion joins along a plate."""
+
+    name = "multiset"
+
+    def unfit(self, graph: ModelGraph, site: str) -> str | None:
+        info = graph[site]
+        if info.support_name != "real" or info.is_discrete:
+            return f"has support {info.support_name!r}; the correlated Gaussian needs real values"
+        if len(info.event_shape) > 1:
+            return f"has event shape {tuple(info.event_shape)}; use one event dimension at most"
+        if self.plate(graph, site) is None:
+            return "lives in no vectorized plate"
+        return None
+
+    def plate(self, graph: ModelGraph, site: str) -> str | None:
+        """The site's multiset plate, else its innermost vectorized plate."""
+        plates = [graph.plates[p] for p in graph[site].plates if graph.plates[p].dim is not None]
+        for info in plates:
+            if info.multiset:
+                return info.name
+        return min(plates, key=lambda p: p.dim).name if plates else None
+
+    def build(self, request: JointRequest) -> MultisetConditional:
+        unknown = set(request.options) - {"layers"}
+        if unknown:
+            raise GuideError(
+                f"joint_options {sorted(unknown)} are not options of the multiset joint "
+                f"conditional of site {request.site!r}; it takes 'layers'"
+            )
+        return MultisetConditional(
+            request.site,
+            request.plate,
+            request.dim,
+            list(request.nodes),
+            list(request.context),
+            request.event_size,
+            scalar=request.scalar,
+            init=request.init,
+            hidden=request.hidden,
+            layers=int(request.options.get("layers", 2)),
+        )
+
+
+register_joint_conditional(MultisetJointConditional())

@@ -52,17 +52,14 @@ Example:
 
 from __future__ import annotations
 
-import pyro
 import torch
-from pyro.ops.provenance import detach_provenance
 
-from pgmdl.errors import ModelError
-from pgmdl.graph.sites import MULTISET_MASKS_KEY
-from pgmdl.graph.tracing import retag_aligned
+from pgmdl.graph.masked_plate import MaskedPlate, align_to_plate
 
 
-class MultisetPlate(pyro.plate):
-    """A vectorized ``pyro.plate`` over padded part slots, masked by the parts present.
+class MultisetPlate(MaskedPlate):
+    """A :class:`~pgmdl.graph.masked_plate.MaskedPlate` over the parts of
+    multisets (padded part slots, masked by the parts present).
 
     Use :func:`multiset_plate` to make one. Entering it returns the plate itself
     (not the indices), so the aggregation helpers are at hand.
@@ -73,121 +70,7 @@ class MultisetPlate(pyro.plate):
             on this plate's dimension), as applied to every site inside.
     """
 
-    def __init__(self, name: str, mask: torch.Tensor, dim: int) -> None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            got = type(mask).__name__ if not isinstance(mask, torch.Tensor) else mask.dtype
-            raise ModelError(
-                f"multiset plate {name!r}: mask must be a boolean tensor (True for the parts "
-                f"that exist, shape (..., K_max)); got {got}. Build it as sizes[:, None] > "
-                "torch.arange(K_max)."
-            )
-        if mask.dim() == 0:
-            raise ModelError(
-                f"multiset plate {name!r}: mask must have the part slots as its last dimension "
-                "(shape (..., K_max)); got a scalar"
-            )
-        if not isinstance(dim, int) or dim >= 0:
-            raise ModelError(
-                f"multiset plate {name!r}: dim={dim!r} must be a negative integer (the batch "
-                "dimension of the parts, left of the enclosing plates' dimensions)"
-            )
-        outer = mask.dim() - 1
-        if -dim <= outer:
-            raise ModelError(
-                f"multiset plate {name!r}: the mask {tuple(mask.shape)} has {outer} outer "
-                f"dimension(s) before the parts, which must sit right of the parts' dim={dim}; "
-                f"use dim={-(outer + 1)} or less, with the enclosing plates on the dimensions "
-                "to its right"
-            )
-        self.mask = mask
-        plain = detach_provenance(mask)
-        # (*outer, K) -> parts on `dim`, outer plates on the dimensions right of it
-        self.plate_mask = plain.movedim(-1, 0).reshape(
-            (plain.shape[-1],) + (1,) * (-dim - 1 - outer) + tuple(plain.shape[:-1])
-        )
-        super().__init__(name, mask.shape[-1], dim=dim, device=mask.device)
-
-    def __enter__(self) -> MultisetPlate:  # type: ignore[override]
-        super().__enter__()
-        return self
-
-    def _process_message(self, msg: dict) -> None:
-        super()._process_message(msg)
-        if msg["type"] != "sample":
-            return
-        msg["mask"] = self.plate_mask if msg["mask"] is None else msg["mask"] & self.plate_mask
-        masks = dict(msg["infer"].get(MULTISET_MASKS_KEY, {}))
-        masks[self.name] = self.mask
-        msg["infer"] = {**msg["infer"], MULTISET_MASKS_KEY: masks}  # never the user's dict
-
-    @property
-    def sizes(self) -> torch.Tensor:
-        """The number of parts of each instance, ``(*outer,)``."""
-        return self.mask.sum(-1)
-
-    def align(self, value: torch.Tensor, event_dim: int = 0, *, check: bool = True) -> torch.Tensor:
-        """Move a per-part tensor from ``(*outer, K, *event)`` to the plates' layout
-        (parts on this plate's dimension): how per-part inputs such as the parts'
-        metadata enter the plate.
-
-        Args:
-            value: ``(*outer, K, *event)``.
-            event_dim: how many rightmost dimensions are per-part features.
-            check: check that the present parts' values are finite (one
-                device synchronization; pass ``False`` in a tuned training loop).
-
-        Raises:
-            ModelError: the tensor does not have the mask's ``(*outer, K)`` in front
-                of its ``event_dim`` last dimensions, or a present part's value is
-                NaN or infinite.
-        """
-        lead = tuple(value.shape[: value.dim() - event_dim])
-        if lead != tuple(self.mask.shape):
-            raise ModelError(
-                f"multiset plate {self.name!r}: a per-part tensor of shape "
-                f"{tuple(value.shape)} (event_dim={event_dim}) does not match the mask "
-                f"{tuple(self.mask.shape)}: its leading dimensions must be the mask's "
-                "(*outer, K_max), one entry per part slot"
-            )
-        if check and value.is_floating_point():
-            plain, mask = detach_provenance(value), detach_provenance(self.mask)
-            bad = ~torch.isfinite(plain).reshape(mask.shape + (-1,)).all(-1) & mask
-            if bool(bad.any()):
-                where = tuple(int(i) for i in bad.nonzero()[0])
-                raise ModelError(
-                    f"multiset plate {self.name!r}: part {where[-1]} of instance "
-                    f"{where[:-1] if len(where) > 2 else where[0]} has a NaN or infinite value "
-                    f"(per-part tensor of shape {tuple(value.shape)}); clean the parts' "
-                    "metadata, or mask the part out"
-                )
-        aligned = align_to_plate(value, self.mask.dim() - 1, self.dim)
-        return retag_aligned(value, aligned, self.name)
-
-    def sum(self, value: torch.Tensor, event_dim: int = 0) -> torch.Tensor:
-        r"""The masked sum over the parts, :math:`\sum_{i \le K_n} v_i` (eq. 9.2), of a value
-        in the plates' layout; padded slots add nothing and an empty set gives 0.
-
-        Args:
-            value: a per-part value, the parts on this plate's dimension
-                (a sample site's value inside the plate).
-            event_dim: how many rightmost dimensions are event dimensions.
-        """
-        position = value.dim() - event_dim + self.dim
-        if position < 0 or value.shape[position] != self.size:
-            raise ModelError(
-                f"multiset plate {self.name!r}: cannot sum a value of shape "
-                f"{tuple(value.shape)} (event_dim={event_dim}) over the parts: dimension "
-                f"{self.dim} left of the event should have size K_max={self.size}"
-            )
-        mask = self.plate_mask.reshape(self.plate_mask.shape + (1,) * event_dim)
-        return (value * mask.to(value.dtype)).sum(position)
-
-
-def align_to_plate(value: torch.Tensor, outer: int, dim: int) -> torch.Tensor:
-    """``(*outer, K, *rest)`` -> the plates' layout: ``K`` moved left of the
-    ``outer`` dimensions, on batch dimension ``dim`` (size-1 dimensions fill the gap)."""
-    moved = value.movedim(outer, 0)
-    return moved.reshape(moved.shape[:1] + (1,) * (-dim - 1 - outer) + moved.shape[1:])
+    label = "multiset plate"
 
 
 def multiset_plate(name: str, mask: torch.Tensor, *, dim: int = -2) -> MultisetPlate:
@@ -210,3 +93,6 @@ def multiset_plate(name: str, mask: torch.Tensor, *, dim: int = -2) -> MultisetP
             fit the enclosing plates.
     """
     return MultisetPlate(name, mask, dim)
+
+
+__all__ = ["MultisetPlate", "align_to_plate", "multiset_plate"]

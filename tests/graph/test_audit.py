@@ -400,7 +400,7 @@ def test_a_multiset_guide_with_independent_parts_is_still_caught():
     # the audit sees it by probing the guide's density, and misses it without.
     loaded = load_zoo("compvae")
     with pytest.warns(UserWarning):
-        guide = pgmdl.NaMIGuide(loaded.model, multiset_sites=())
+        guide = pgmdl.NaMIGuide(loaded.model, joint_sites=())
         guide.setup(*loaded.args, **loaded.kwargs)
     result = pgmdl.audit_guide(loaded.model, guide, *loaded.args, **loaded.kwargs)
     ((site, parent, pooled),) = [(m.site, m.parent, m.link.pooled) for m in result.missing]

@@ -104,11 +104,12 @@ def test_global_only_model_trains_as_fast_as_autonormal():
     assert sum(nami) / 3 < 1.05 * sum(auto) / 3
 
 
-def test_data_parents_are_never_amplified_and_latent_parents_are_standardized():
-    """Issue 17: standardizing sparse binary pixels made rare (noise) pixels the
-    largest inputs, and the encoder overfit the training images; data now reaches
-    the networks as a hand-written encoder sees it (only scaled down when larger
-    than unit scale), while a latent parent (the guide's own draws) is standardized."""
+@pytest.mark.parametrize("normalize", ["standardize", "scale"])
+def test_normalize_scale_never_amplifies_data_and_standardizes_latent_parents(normalize):
+    """Issue 17: standardizing sparse binary pixels makes rare (noise) pixels the
+    largest inputs; with normalize="scale" data reaches the networks as a
+    hand-written encoder sees it, while a latent parent (the guide's own draws)
+    is standardized in both modes."""
 
     def model(x):
         with pyro.plate("data", x.shape[0]):
@@ -120,12 +121,22 @@ def test_data_parents_are_never_amplified_and_latent_parents_are_standardized():
 
     torch.manual_seed(0)
     x = (torch.rand(64, 16) < 0.03).float()
-    guide = pgmdl.NaMIGuide(model)
+    x[0] = 1.0  # every pixel on at least once
+    guide = pgmdl.NaMIGuide(model, normalize=normalize)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
     for _ in range(20):
         svi.step(x)
     pixels = guide.parent_features("x")
-    assert not pixels.norm.standardize
-    assert torch.equal(pixels(x), x)  # 0/1 pixels reach the network unchanged
+    if normalize == "scale":
+        assert not pixels.norm.standardize
+        assert torch.equal(pixels(x), x)  # 0/1 pixels reach the network unchanged
+    else:
+        assert pixels.norm.standardize
+        assert pixels(x).max() > 4.0  # a rare pixel, standardized, is a large input
     latent = [p for s in guide.sites for p in guide.parents(s) if p in ("z", "w")]
     assert latent and all(guide.parent_features(p).norm.standardize for p in latent)
+
+
+def test_an_unknown_normalize_mode_is_named():
+    with pytest.raises(GuideError, match="normalize='batch'"):
+        pgmdl.NaMIGuide(lambda: None, normalize="batch")

@@ -79,7 +79,7 @@ def test_the_structure_certificate_holds_for_nami_and_fails_for_mean_field():
     nami = pgmdl.NaMIGuide(zoo.model, order="reverse").setup(*zoo.args, **zoo.kwargs)
     assert nami.parents("z1") == ("x", "z2")
     assert pgmdl.check_faithful(graph, nami.structure()).ok
-    mean_field = pgmdl.NaMIGuide(zoo.model, order="mean-field").setup(*zoo.args, **zoo.kwargs)
+    mean_field = pgmdl.NaMIGuide(zoo.model, structure="mean-field").setup(*zoo.args, **zoo.kwargs)
     assert mean_field.parents("z2") == ("x",) and mean_field.parents("z1") == ("x",)
     assert not pgmdl.check_faithful(graph, mean_field.structure()).ok
 
@@ -114,7 +114,7 @@ def test_hierarchical_min_fill_joins_the_replicates_of_z_when_globals_are_amorti
     guide = pgmdl.NaMIGuide(hierarchical, global_latents="amortized").setup(torch.randn(5))
     assert isinstance(guide.conditional("z"), MultisetConditional)
     with pytest.warns(GuideWarning, match=r"couples the replicates of 'z' along plate\(s\)"):
-        pgmdl.NaMIGuide(hierarchical, global_latents="amortized", multiset_sites=()).setup(
+        pgmdl.NaMIGuide(hierarchical, global_latents="amortized", joint_sites=()).setup(
             torch.randn(5)
         )
 

@@ -69,7 +69,7 @@ def test_a_joined_site_reads_each_replicate_pooled_over_inner_plates():
     # reads all of x (pooled over groups and items) and its own group's x (pooled over
     # items only); the latter kept the items dim and fit_batch could not reshape it
     x = torch.randn(5, 6) + torch.arange(6.0)
-    guide = pgmdl.NaMIGuide(groups, multiset_sites=(), global_latents="amortized")
+    guide = pgmdl.NaMIGuide(groups, joint_sites=(), global_latents="amortized")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GuideWarning)
         guide.setup(x)

@@ -35,9 +35,24 @@ def test_residual_mlp_without_inputs_is_a_free_parameter():
     assert [n for n, _ in net.named_parameters()] == ["bias"]
 
 
-def test_parent_norm_shrinks_large_features_to_unit_scale_and_leaves_small_ones(device):
+def test_parent_norm_standardizes_without_coupling_data_points(device):
     torch.manual_seed(0)
-    norm = ParentNorm(3).to(device)
+    norm = ParentNorm(2).to(device)
+    scale = torch.tensor([10.0, 0.1], device=device)
+    for _ in range(200):
+        norm(3.0 + scale * torch.randn(64, 2, device=device))
+    x = 3.0 + scale * torch.randn(4096, 2, device=device)
+    out = norm(x)
+    assert torch.allclose(out.mean(0), torch.zeros(2, device=device), atol=0.1)
+    assert torch.allclose(out.std(0), torch.ones(2, device=device), atol=0.1)
+    norm.eval()
+    one = norm(x[:1])  # a data point's features do not depend on its batch
+    assert torch.allclose(one, norm(x)[:1])
+
+
+def test_parent_norm_scale_mode_shrinks_large_features_and_leaves_small_ones(device):
+    torch.manual_seed(0)
+    norm = ParentNorm(3, standardize=False).to(device)
     loc = torch.tensor([30.0, 0.0, 0.0], device=device)
     scale = torch.tensor([40.0, 0.5, 1.0], device=device)
 

@@ -13,6 +13,7 @@ from torch.distributions import kl_divergence
 
 import pgmdl
 from pgmdl.errors import GuideError
+from pgmdl.guides.plan import JointPlan
 from pgmdl.multiset import CorrelatedMultisetNormal, multiset_plate
 from pgmdl.multiset.conditional import MultisetConditional, PlateView
 from tests.conftest import FAST
@@ -164,18 +165,36 @@ def test_users_can_ask_for_the_joint_conditional_and_bad_requests_are_named():
 
     x = torch.randn(5)
     assert not isinstance(pgmdl.NaMIGuide(local).setup(x).conditional("z"), MultisetConditional)
-    asked = pgmdl.NaMIGuide(local, multiset_sites=["z"]).setup(x)
+    asked = pgmdl.NaMIGuide(local, joint_sites=["z"]).setup(x)
     assert isinstance(asked.conditional("z"), MultisetConditional)
     assert asked(x)["z"].shape == (5,)
+    assert asked.plan["z"].joint == JointPlan("data", "multiset")
 
     def positive(x):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.LogNormal(0.0, 1.0))
             pyro.sample("x", dist.Normal(z, 1.0), obs=x)
 
-    with pytest.raises(GuideError, match=r"site 'z' has support 'positive'"):
-        pgmdl.NaMIGuide(positive, multiset_sites=["z"]).setup(x)
+    with pytest.raises(GuideError, match=r"site 'z' cannot be joined .*support 'positive'"):
+        pgmdl.NaMIGuide(positive, joint_sites=["z"]).setup(x)
     with pytest.raises(pgmdl.SiteNotFoundError):
-        pgmdl.NaMIGuide(local, multiset_sites=["nope"]).setup(x)
-    with pytest.raises(GuideError, match=r"multiset_sites='yes'"):
-        pgmdl.NaMIGuide(local, multiset_sites="yes")
+        pgmdl.NaMIGuide(local, joint_sites=["nope"]).setup(x)
+    with pytest.raises(GuideError, match=r"joint_sites='yes'"):
+        pgmdl.NaMIGuide(local, joint_sites="yes")
+    with pytest.raises(GuideError, match=r"not options of the multiset joint conditional"):
+        pgmdl.NaMIGuide(local, joint_sites=["z"], joint_options={"depth": 3}).setup(x)
+
+
+def test_the_old_spellings_of_the_joint_options_warn_and_still_work():
+    def local(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    x = torch.randn(5)
+    with pytest.warns(FutureWarning, match="joint_sites"):
+        old = pgmdl.NaMIGuide(local, multiset_sites=["z"], multiset_layers=3)
+    with pytest.warns(FutureWarning, match="joint_options"):
+        pgmdl.NaMIGuide(local, multiset_layers=3)
+    assert isinstance(old.setup(x).conditional("z"), MultisetConditional)
+    assert old.joint_options == {"layers": 3}
