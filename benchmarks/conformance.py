@@ -139,11 +139,15 @@ def setting(program: Program) -> Setting:
     )
 
 
+NAMI_OPTIONS: dict[str, Any] = {}
+"""NaMIGuide options added to every program's own (``guide_quality.py --normalize``)."""
+
+
 def make_guide(kind: str, program: Program, train: Setting) -> Callable[..., Any]:
     if kind == "hand":
         return train.hand_guide
     if kind == "nami":
-        return pgmdl.NaMIGuide(program.model, **train.nami_kwargs)
+        return pgmdl.NaMIGuide(program.model, **{**train.nami_kwargs, **NAMI_OPTIONS})
     # as Pyro's enumeration examples do: the sites the MODEL enumerates are summed
     # out by TraceEnum_ELBO, so they are hidden from the autoguide
     return AutoNormal(poutine.block(program.model, hide_fn=enumerated))

@@ -5,6 +5,7 @@ Run it from the repository root::
     python benchmarks/guide_quality.py                       # every program, 500 steps, 3 seeds
     python benchmarks/guide_quality.py --steps 1000 --seeds 5 --lr 1e-2
     python benchmarks/guide_quality.py --programs vae_reshape sparse_gamma_def
+    python benchmarks/guide_quality.py --normalize scale     # NaMIGuide(normalize="scale")
     python benchmarks/guide_quality.py --fast                # 2 seeds, 10 steps (CI smoke run)
 
 The programs are those of the conformance suite (``tests/conformance/programs/``,
@@ -97,6 +98,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.compile_scale import machine, print_table  # noqa: E402
 from benchmarks.conformance import (  # noqa: E402
     GUIDES,
+    NAMI_OPTIONS,
     TITLES,
     Runner,
     enumerated,
@@ -481,6 +483,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block", type=int, default=10, help="steps per interleaved block")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument(
+        "--normalize",
+        choices=("standardize", "scale"),
+        default=None,
+        help="NaMIGuide(normalize=...) for every program (default: NaMIGuide's)",
+    )
+    parser.add_argument(
         "--fast", action="store_true", help="2 seeds, 10 steps, 2 particles (a CI smoke run)"
     )
     args = parser.parse_args(argv)
@@ -497,8 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.normalize is not None:
+        NAMI_OPTIONS["normalize"] = args.normalize
     start = time.perf_counter()
     print(machine())
+    normalize = args.normalize or "standardize (NaMIGuide's default)"
+    print(f"NaMIGuide(normalize={normalize!r})")
     lr = "each program's (1e-2 or 5e-2)" if args.lr is None else f"{args.lr:g}"
     print(
         f"{args.steps} SVI steps per guide and seed, seeds 0..{args.seeds - 1}, Adam lr {lr}; "
