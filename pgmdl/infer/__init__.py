@@ -1,9 +1,12 @@
 """Training: a thin, optional loop over :class:`pyro.infer.SVI`.
 
-* :func:`fit` (:mod:`pgmdl.infer.fit`) trains any model and guide on
+* :func:`fit` (:mod:`pgmdl.infer.training`) trains any model and guide on
   minibatches, on the data's device, with checkpoints, a progress bar,
   per-site KL in bits and errors that name what turned NaN; it returns a
-  :class:`FitResult`;
+  :class:`FitResult`. Its pieces: :mod:`pgmdl.infer.data` (checking the
+  data, minibatches, each epoch's order), :mod:`pgmdl.infer.checkpoint` (the
+  checkpoint file), :mod:`pgmdl.infer.guard` (steps that never apply a
+  non-finite gradient);
 * :class:`PartitionedOptim` (:mod:`pgmdl.infer.optim`) gives the model and
   the guide their own optimizers (slow for p_theta, fast for q_phi);
 * :func:`site_kl_bits` and :func:`nonfinite_report`
@@ -12,18 +15,29 @@
 
 * :func:`log_likelihood` (:mod:`pgmdl.infer.likelihood`) estimates
   :math:`\\log p(x)` by importance sampling with the guide (IWAE, with its
-  standard error), and :func:`impute` (:mod:`pgmdl.infer.impute`) samples
+  standard error), and :func:`impute` (:mod:`pgmdl.infer.imputation`) samples
   missing values (Metropolis-within-Gibbs, pseudo-Gibbs, importance
   resampling); :mod:`pgmdl.infer.missing` trains with missing values (MIWAE).
 
+Modules are named for what they hold and no function shares a module's name:
+``pgmdl.infer.fit`` is the function, ``pgmdl.infer.training`` its module.
 Everything else is Pyro's: ELBOs, optimizers and the param store.
 """
 
+import sys as _sys
+
+from pgmdl.infer import imputation, training
 from pgmdl.infer.diagnostics import nonfinite_report, site_kl_bits
-from pgmdl.infer.fit import FitResult, fit
-from pgmdl.infer.impute import Imputation, impute
+from pgmdl.infer.imputation import Imputation, impute
 from pgmdl.infer.likelihood import LogLikelihood, log_likelihood
 from pgmdl.infer.optim import PartitionedOptim
+from pgmdl.infer.training import FitResult, fit
+
+# Deprecated module paths, kept for one release: ``from pgmdl.infer.fit import
+# FitResult`` still finds the renamed module (registered here, so importing it
+# does not rebind the function ``pgmdl.infer.fit``).
+_sys.modules.setdefault(f"{__name__}.fit", training)
+_sys.modules.setdefault(f"{__name__}.impute", imputation)
 
 __all__ = [
     "FitResult",

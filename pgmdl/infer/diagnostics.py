@@ -55,6 +55,9 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
+from pgmdl.arguments import model_arguments
+from pgmdl.errors import ArgumentError
+
 _LN2 = math.log(2.0)
 _AUX_SUFFIX = "_unconstrained"
 
@@ -63,6 +66,8 @@ def site_kl_bits(
     model: Callable[..., Any],
     guide: Callable[..., Any],
     *args: Any,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
     num_particles: int = 8,
     num_data: int | None = None,
     **kwargs: Any,
@@ -77,7 +82,9 @@ def site_kl_bits(
     Args:
         model: the Pyro model.
         guide: any Pyro guide of it.
-        *args, **kwargs: the arguments of ``model`` and ``guide`` (one batch).
+        model_args, model_kwargs: the arguments of ``model`` and ``guide``
+            (one batch). The old spelling ``site_kl_bits(model, guide, *args,
+            **kwargs)`` still works for one release, with a ``FutureWarning``.
         num_particles: how many guide traces to average over.
         num_data: the number of data points to divide by; by default the
             length of the first tensor argument (positional first, then
@@ -87,62 +94,24 @@ def site_kl_bits(
         site name to KL in bits per data point, in the guide's order.
 
     Raises:
-        ValueError: ``num_particles`` or ``num_data`` is not positive, or
+        ArgumentError: ``num_particles`` or ``num_data`` is not positive, or
             ``num_data`` is not given and no argument is a tensor with a
             batch dimension.
     """
+    args, kwargs = model_arguments(
+        "site_kl_bits",
+        model_args,
+        model_kwargs,
+        legacy=(args, kwargs) if args or kwargs else None,
+        old_spelling="site_kl_bits(model, guide, *args, **kwargs)",
+        new_spelling="site_kl_bits(model, guide, model_args=args, model_kwargs=kwargs)",
+    )
     if num_data is None:
         num_data = default_num_data(args, kwargs)
-    return _site_kl_bits(model, guide, args, kwargs, num_particles, num_data)
-
-
-def nonfinite_report(
-    model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
-) -> list[str]:
-    """What is NaN or infinite when the guide and the replayed model run on a batch.
-
-    The guide is traced, the model replayed on its samples, both with Pyro's
-    and PyTorch's argument validation off (validation would raise on the
-    first NaN instead of showing where it is), and every site's
-    ``log_prob_sum`` is checked, as is every parameter either of them uses
-    (its value, and its gradient when it has one).
-
-    Args:
-        model: the Pyro model.
-        guide: any Pyro guide of it.
-        *args, **kwargs: the arguments of ``model`` and ``guide`` (one batch).
-
-    Returns:
-        one line per culprit, such as ``"model site 'x': log-prob sum is nan
-        (its observed value has 3 non-finite entries)"`` or
-        ``"parameter 'scale': value has 1 non-finite entry"``; empty when everything is finite.
-    """
-    return _nonfinite_report(model, guide, args, kwargs)
-
-
-def default_num_data(args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
-    """The length (first dimension) of the first tensor argument with one."""
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-    raise ValueError(
-        "cannot tell the number of data points: no argument is a tensor with a batch "
-        "dimension; pass num_data="
-    )
-
-
-def _site_kl_bits(
-    model: Callable[..., Any],
-    guide: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    num_particles: int,
-    num_data: int,
-) -> dict[str, float]:
     if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        raise ArgumentError(f"num_particles must be a positive integer, got {num_particles!r}")
     if not isinstance(num_data, int) or num_data < 1:
-        raise ValueError(f"num_data must be a positive integer, got {num_data!r}")
+        raise ArgumentError(f"num_data must be a positive integer, got {num_data!r}")
     totals: dict[str, torch.Tensor | float] = {}
     with torch.no_grad():
         for _ in range(num_particles):
@@ -171,32 +140,43 @@ def _site_kl_bits(
     return {name: float(total) * scale for name, total in totals.items()}
 
 
-def _owner(name: str, site: dict[str, Any], latents: set[str]) -> str:
-    """The site an auxiliary ``z_unconstrained`` site's log-density belongs to."""
-    if site["infer"].get("is_auxiliary") and name.endswith(_AUX_SUFFIX):
-        base = name[: -len(_AUX_SUFFIX)]
-        if base in latents:
-            return base
-    return name
-
-
-def _traces(
+def nonfinite_report(
     model: Callable[..., Any],
     guide: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-) -> tuple[Trace, Trace]:
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    return guide_trace, model_trace
-
-
-def _nonfinite_report(
-    model: Callable[..., Any],
-    guide: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
+    *args: Any,
+    model_args: tuple = (),
+    model_kwargs: Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> list[str]:
+    """What is NaN or infinite when the guide and the replayed model run on a batch.
+
+    The guide is traced, the model replayed on its samples, both with Pyro's
+    and PyTorch's argument validation off (validation would raise on the
+    first NaN instead of showing where it is), and every site's
+    ``log_prob_sum`` is checked, as is every parameter either of them uses
+    (its value, and its gradient when it has one).
+
+    Args:
+        model: the Pyro model.
+        guide: any Pyro guide of it.
+        model_args, model_kwargs: the arguments of ``model`` and ``guide``
+            (one batch). The old spelling ``nonfinite_report(model, guide,
+            *args, **kwargs)`` still works for one release, with a
+            ``FutureWarning``.
+
+    Returns:
+        one line per culprit, such as ``"model site 'x': log-prob sum is nan
+        (its observed value has 3 non-finite entries)"`` or
+        ``"parameter 'scale': value has 1 non-finite entry"``; empty when everything is finite.
+    """
+    args, kwargs = model_arguments(
+        "nonfinite_report",
+        model_args,
+        model_kwargs,
+        legacy=(args, kwargs) if args or kwargs else None,
+        old_spelling="nonfinite_report(model, guide, *args, **kwargs)",
+        new_spelling="nonfinite_report(model, guide, model_args=args, model_kwargs=kwargs)",
+    )
     lines: list[str] = []
     with pyro.validation_enabled(False), torch.no_grad():
         guide_trace, model_trace = _traces(model, guide, args, kwargs)
@@ -232,6 +212,41 @@ def _nonfinite_report(
             if bad:
                 lines.append(f"parameter {name!r}: gradient has {_entries(bad)}")
     return lines
+
+
+def default_num_data(args: Sequence[Any], kwargs: Mapping[str, Any]) -> int:
+    """The length (first dimension) of the first tensor argument with one.
+
+    Raises:
+        ArgumentError: no argument is a tensor with a batch dimension.
+    """
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ArgumentError(
+        "cannot tell the number of data points: no argument is a tensor with a batch "
+        "dimension; pass num_data="
+    )
+
+
+def _owner(name: str, site: dict[str, Any], latents: set[str]) -> str:
+    """The site an auxiliary ``z_unconstrained`` site's log-density belongs to."""
+    if site["infer"].get("is_auxiliary") and name.endswith(_AUX_SUFFIX):
+        base = name[: -len(_AUX_SUFFIX)]
+        if base in latents:
+            return base
+    return name
+
+
+def _traces(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+) -> tuple[Trace, Trace]:
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return guide_trace, model_trace
 
 
 def _count_nonfinite(value: torch.Tensor) -> int:

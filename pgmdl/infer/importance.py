@@ -1,7 +1,7 @@
 r"""Importance weights of a model and its amortized guide, per data point and per dimension.
 
 The shared machinery of :func:`~pgmdl.infer.likelihood.log_likelihood` and
-:func:`~pgmdl.infer.impute.impute`. For ``K`` particles
+:func:`~pgmdl.infer.imputation.impute`. For ``K`` particles
 :math:`z_k \sim q(z \mid x)` drawn side by side (a ``pyro.plate`` left of the
 model's own, as in ``Trace_ELBO(vectorize_particles=True)``), one run of the
 guide and one replay of the model give, for each data point :math:`n`,

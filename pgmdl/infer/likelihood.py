@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pgmdl.errors import ModelError
+from pgmdl.arguments import model_arguments
+from pgmdl.errors import ArgumentError, ModelError
 from pgmdl.graph.compile import compile_model
-from pgmdl.infer.fit import _prepare_data
+from pgmdl.infer.data import prepare_data
 from pgmdl.infer.importance import check_guide, evaluating, layout, observed_site, score
 
 
@@ -87,8 +88,9 @@ class LogLikelihood:
 def _arguments(data: Any, model_args: tuple, model_kwargs: Mapping[str, Any] | None):
     """:func:`pgmdl.fit`'s convention (and checks): a tensor is the first
     positional argument, a tuple the positional arguments, a mapping keywords."""
-    args, kwargs, _, _ = _prepare_data(data, None)
-    return args + tuple(model_args), {**dict(model_kwargs or {}), **kwargs}
+    args, kwargs, _, _ = prepare_data(data, None)
+    other_args, other_kwargs = model_arguments("log_likelihood", model_args, model_kwargs)
+    return args + other_args, {**other_kwargs, **kwargs}
 
 
 def log_likelihood(
@@ -125,6 +127,10 @@ def log_likelihood(
         a :class:`LogLikelihood`.
 
     Raises:
+        ArgumentError: ``num_particles`` is not a positive integer, ``mask``
+            does not match the data, or ``data`` cannot be read (as in
+            :func:`pgmdl.fit`; :class:`~pgmdl.errors.ArgumentTypeError` when
+            it is not tensors).
         ModelError: no single observed site, latents shared across data
             points, an observed site that does not factorize over one event
             dimension, or a guide that does not sample the model's latents
@@ -146,7 +152,7 @@ def log_likelihood(
         (True, True)
     """
     if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
+        raise ArgumentError(f"num_particles must be a positive integer, got {num_particles!r}")
     args, kwargs = _arguments(data, model_args, model_kwargs)
     graph = compile_model(model, model_args=args, model_kwargs=kwargs, num_traces=1)
     lay = layout(graph, observed_site(graph, site))
@@ -155,7 +161,7 @@ def log_likelihood(
     if mask is not None:
         mask = mask.to(torch.bool)
         if mask.shape != (n, graph[lay.site].event_shape[0]):
-            raise ValueError(
+            raise ArgumentError(
                 f"mask has shape {tuple(mask.shape)}, the data "
                 f"({n}, {graph[lay.site].event_shape[0]}): they must match entry for entry."
             )

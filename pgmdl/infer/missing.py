@@ -28,7 +28,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import Independent
 
-from pgmdl.errors import ModelError
+from pgmdl.errors import ArgumentError, ModelError
 
 
 class MissingValues(Messenger):
@@ -56,7 +56,7 @@ class MissingValues(Messenger):
                 "(.to_event(1))."
             )
         if self.mask.shape[-1] != fn.event_shape[-1]:
-            raise ValueError(
+            raise ArgumentError(
                 f"the mask has {self.mask.shape[-1]} columns, site {self.site!r} has "
                 f"{fn.event_shape[-1]} dimensions."
             )

@@ -42,6 +42,8 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from pyro.optim import PyroOptim
 
+from pgmdl.errors import ArgumentError, ArgumentTypeError
+
 _STATE_MARK = "pgmdl.partitioned"
 
 
@@ -67,9 +69,9 @@ class PartitionedOptim(PyroOptim):
             param-store names, or a collection of names.
 
     Raises:
-        TypeError: an optimizer is not a :class:`pyro.optim.PyroOptim`, or
-            ``guide_params`` is neither callable nor a collection of names.
-        ValueError: the two optimizers are the same object.
+        ArgumentTypeError: an optimizer is not a :class:`pyro.optim.PyroOptim`,
+            or ``guide_params`` is neither callable nor a collection of names.
+        ArgumentError: the two optimizers are the same object.
     """
 
     def __init__(
@@ -82,12 +84,12 @@ class PartitionedOptim(PyroOptim):
         # optimizer of its own, it delegates to the two it wraps.
         for label, value in (("model_optim", model_optim), ("guide_optim", guide_optim)):
             if not isinstance(value, PyroOptim):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"{label} must be a pyro.optim optimizer such as "
                     f"pyro.optim.Adam({{'lr': 1e-3}}), got {type(value).__name__}"
                 )
         if model_optim is guide_optim:
-            raise ValueError(
+            raise ArgumentError(
                 "model_optim and guide_optim are the same object; pass two optimizers, "
                 "e.g. pyro.optim.Adam({'lr': 1e-4}) and pyro.optim.Adam({'lr': 1e-3})"
             )
@@ -97,7 +99,7 @@ class PartitionedOptim(PyroOptim):
             names = frozenset(guide_params)
             self._is_guide = names.__contains__
         else:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "guide_params must be a predicate on param-store names or a collection of "
                 f"names, got {type(guide_params).__name__}"
             )
@@ -187,7 +189,7 @@ def guide_predicate(guide: Callable[..., Any], *args: Any, **kwargs: Any) -> Cal
     a :class:`~pyro.nn.PyroModule` guide every name under its prefix.
     """
     names = frozenset(guide_param_names(guide, *args, **kwargs))
-    prefix = _pyro_prefix(guide)
+    prefix = pyro_prefix(guide)
 
     def is_guide(name: str) -> bool:
         return name in names or (prefix is not None and name.startswith(prefix))
@@ -203,9 +205,13 @@ def merge_optim_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _pyro_prefix(guide: Any) -> str | None:
-    # Only a PyroModule *guide*: a bound method ``vae.guide`` of a PyroModule
-    # shares its prefix with ``vae.model``, so its names come from the trace.
+def pyro_prefix(guide: Any) -> str | None:
+    """The param-store prefix under which a :class:`~pyro.nn.PyroModule` guide
+    registers every parameter (``"AutoNormal."``), or ``None``.
+
+    Only a PyroModule *guide*: a bound method ``vae.guide`` of a PyroModule
+    shares its prefix with ``vae.model``, so its names come from a trace.
+    """
     if isinstance(guide, PyroModule) and guide._pyro_name:
         return guide._pyro_name + "."
     return None

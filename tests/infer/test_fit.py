@@ -14,7 +14,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoNormal
 from torch import nn
 
-from pgmdl.errors import PgmdlError, TrainingError
+from pgmdl.errors import ArgumentError, ArgumentTypeError, PgmdlError, TrainingError
 from pgmdl.infer import FitResult, PartitionedOptim, fit, nonfinite_report, site_kl_bits
 
 SIGMA = 0.5  # observation noise of the conjugate model
@@ -116,13 +116,15 @@ def test_site_kl_bits_matches_the_closed_form_gaussian_kl(device):
         encoder.log_scale.fill_(math.log(0.4))
     x = conjugate_data(4000, device, seed=0)
     pyro.set_rng_seed(1)  # not the data's seed: eps would equal x up to a factor
-    kl = site_kl_bits(conjugate_model, amortized_guide(encoder), x, num_particles=16)
+    kl = site_kl_bits(conjugate_model, amortized_guide(encoder), model_args=(x,), num_particles=16)
     m, s = 0.7 * x + 0.3, 0.4
     exact_nats = 0.5 * (s**2 + m**2 - 1 - math.log(s**2))  # KL(N(m, s^2) || N(0, 1))
     assert list(kl) == ["z"]
     assert kl["z"] == pytest.approx(exact_nats.mean().item() / math.log(2), rel=0.01)
     # num_data divides: the sum over the batch is num_data times the mean
-    total = site_kl_bits(conjugate_model, amortized_guide(encoder), x, num_particles=16, num_data=1)
+    total = site_kl_bits(
+        conjugate_model, amortized_guide(encoder), model_args=(x,), num_particles=16, num_data=1
+    )
     assert total["z"] == pytest.approx(kl["z"] * len(x), rel=0.01)
 
 
@@ -141,21 +143,36 @@ def test_site_kl_bits_applies_the_plate_scale(device):
 
     x = conjugate_data(20, device)
     pyro.set_rng_seed(0)
-    unscaled = site_kl_bits(*make(20), x, num_particles=4)
+    unscaled = site_kl_bits(*make(20), model_args=(x,), num_particles=4)
     pyro.set_rng_seed(0)
-    scaled = site_kl_bits(*make(100), x, num_particles=4)  # each point counts 100 / 20 times
+    scaled = site_kl_bits(
+        *make(100), model_args=(x,), num_particles=4
+    )  # each point counts 100 / 20 times
     assert scaled["z"] == pytest.approx(unscaled["z"] * 100 / 20, rel=1e-5)
 
 
 def test_site_kl_bits_with_autoguides(device):
     x = conjugate_data(50, device)
     normal = AutoNormal(conjugate_model)
-    kl = site_kl_bits(conjugate_model, normal, x)
+    kl = site_kl_bits(conjugate_model, normal, model_args=(x,))
     assert list(kl) == ["z"]  # AutoNormal's auxiliary z_unconstrained is counted with z
     assert kl["z"] > 0
     delta = AutoDelta(conjugate_model)
-    (name, value), *_ = site_kl_bits(conjugate_model, delta, x).items()
+    (name, value), *_ = site_kl_bits(conjugate_model, delta, model_args=(x,)).items()
     assert name == "z" and math.isfinite(value)  # -log p(z) in bits: no entropy term
+
+
+def test_diagnostics_old_spelling_warns_and_agrees(device):
+    x = conjugate_data(20, device)
+    guide = AutoDelta(conjugate_model)
+    pyro.set_rng_seed(0)
+    new = site_kl_bits(conjugate_model, guide, model_args=(x,), num_particles=2)
+    pyro.set_rng_seed(0)
+    with pytest.warns(FutureWarning, match=r"site_kl_bits\(model, guide, model_args=args"):
+        old = site_kl_bits(conjugate_model, guide, x, num_particles=2)
+    assert old == new
+    with pytest.warns(FutureWarning, match="nonfinite_report"):
+        assert nonfinite_report(conjugate_model, guide, x) == []
 
 
 # ---------------------------------------------------------------------------
@@ -486,9 +503,9 @@ def test_partitioned_optim_is_a_pyro_optim_with_split_state(device, tmp_path):
     other.set_state(flat)
     assert "encoder$$$log_scale" in other.guide_optim._state_waiting_to_be_consumed
     assert "PartitionedOptim(model_optim=Adam" in repr(optim)
-    with pytest.raises(ValueError, match="same object"):
+    with pytest.raises(ArgumentError, match="same object"):
         PartitionedOptim(optim.model_optim, optim.model_optim, ["a"])
-    with pytest.raises(TypeError, match="pyro.optim"):
+    with pytest.raises(ArgumentTypeError, match="pyro.optim"):
         PartitionedOptim(torch.optim.Adam, optim.guide_optim, ["a"])
 
 
@@ -629,10 +646,10 @@ def test_nan_gradient_of_a_parameter_is_named_and_not_applied(device, tmp_path):
 def test_nonfinite_report(device):
     x = conjugate_data(8, device)
     guide = AutoNormal(model_with_scale)
-    assert nonfinite_report(model_with_scale, guide, x) == []
+    assert nonfinite_report(model_with_scale, guide, model_args=(x,)) == []
     with torch.no_grad():
         dict(pyro.get_param_store().named_parameters())["obs_scale"].fill_(float("nan"))
-    lines = nonfinite_report(model_with_scale, guide, x)
+    lines = nonfinite_report(model_with_scale, guide, model_args=(x,))
     assert "parameter 'obs_scale': value has 1 non-finite entry" in lines
     assert any(line.startswith("model site 'x': log-prob sum is nan") for line in lines)
     assert not any("guide site" in line for line in lines)
@@ -645,23 +662,23 @@ def test_nonfinite_report(device):
 @pytest.mark.parametrize(
     ("data", "options", "error", "match"),
     [
-        (torch.zeros(0), {}, TrainingError, "empty"),
-        ((), {}, TrainingError, "empty tuple"),
-        ({}, {}, TrainingError, "empty dict"),
-        ((torch.zeros(3), torch.zeros(4)), {}, TrainingError, r"data\[0\] has 3, data\[1\] has 4"),
-        ({"x": torch.zeros(3), "y": torch.zeros(5, 2)}, {}, TrainingError, "'y'] has 5"),
-        (torch.tensor(1.0), {}, TrainingError, "0-dimensional"),
-        ([[1.0, 2.0]], {}, TypeError, r"data\[0\] must be a tensor"),
-        ("text", {}, TypeError, "data must be a tensor"),
-        ({"x": [1.0]}, {}, TypeError, r"data\['x'\] must be a tensor"),
-        (torch.zeros(3), {"batch_size": 0}, ValueError, "batch_size must be an integer >= 1"),
-        (torch.zeros(3), {"epochs": -1}, ValueError, "epochs must be an integer >= 0"),
-        (torch.zeros(3), {"kl_every": -1}, ValueError, "kl_every"),
-        (torch.zeros(3), {"seed": -2}, ValueError, "seed"),
-        (torch.zeros(3), {"resume": True}, ValueError, "checkpoint=PATH"),
-        (torch.zeros(3), {"optim": torch.optim.Adam}, TypeError, "pyro.optim"),
-        (torch.zeros(3), {"loss": Trace_ELBO(), "num_particles": 2}, ValueError, "num_parti"),
-        ({"x": torch.zeros(3)}, {"model_kwargs": {"x": 1}}, ValueError, "once"),
+        (torch.zeros(0), {}, ArgumentError, "empty"),
+        ((), {}, ArgumentError, "empty tuple"),
+        ({}, {}, ArgumentError, "empty dict"),
+        ((torch.zeros(3), torch.zeros(4)), {}, ArgumentError, r"data\[0\] has 3, data\[1\] has 4"),
+        ({"x": torch.zeros(3), "y": torch.zeros(5, 2)}, {}, ArgumentError, "'y'] has 5"),
+        (torch.tensor(1.0), {}, ArgumentError, "0-dimensional"),
+        ([[1.0, 2.0]], {}, ArgumentTypeError, r"data\[0\] must be a tensor"),
+        ("text", {}, ArgumentTypeError, "data must be a tensor"),
+        ({"x": [1.0]}, {}, ArgumentTypeError, r"data\['x'\] must be a tensor"),
+        (torch.zeros(3), {"batch_size": 0}, ArgumentError, "batch_size must be an integer >= 1"),
+        (torch.zeros(3), {"epochs": -1}, ArgumentError, "epochs must be an integer >= 0"),
+        (torch.zeros(3), {"kl_every": -1}, ArgumentError, "kl_every"),
+        (torch.zeros(3), {"seed": -2}, ArgumentError, "seed"),
+        (torch.zeros(3), {"resume": True}, ArgumentError, "checkpoint=PATH"),
+        (torch.zeros(3), {"optim": torch.optim.Adam}, ArgumentTypeError, "pyro.optim"),
+        (torch.zeros(3), {"loss": Trace_ELBO(), "num_particles": 2}, ArgumentError, "num_parti"),
+        ({"x": torch.zeros(3)}, {"model_kwargs": {"x": 1}}, ArgumentError, "once"),
     ],
 )
 def test_bad_input_is_explained(data, options, error, match):
@@ -670,7 +687,6 @@ def test_bad_input_is_explained(data, options, error, match):
 
 
 def test_fit_docstring_example_runs():
-    # importlib: the attribute pgmdl.infer.fit is the function, not the module
-    module = importlib.import_module("pgmdl.infer.fit")
+    module = importlib.import_module("pgmdl.infer.training")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -147,11 +147,11 @@ def test_importance_imputation(fa, device):
 
 def test_bad_input(fa, device):
     x = torch.zeros(4, X_DIM, device=device)
-    with pytest.raises(ValueError, match="must match"):
+    with pytest.raises(pgmdl.ArgumentError, match="must match"):
         pgmdl.impute(fa.model, fa.exact_guide, x, torch.ones(4, 3, dtype=torch.bool))
     mask = torch.ones(4, X_DIM, dtype=torch.bool, device=device)
     mask[2] = False
-    with pytest.raises(ValueError, match=r"rows \[2\] have every value missing"):
+    with pytest.raises(pgmdl.ArgumentError, match=r"rows \[2\] have every value missing"):
         pgmdl.impute(fa.model, fa.exact_guide, x, mask)
 
     def other_guide(x):
@@ -160,7 +160,7 @@ def test_bad_input(fa, device):
 
     with pytest.raises(ModelError, match="another model"):
         pgmdl.impute(fa.model, other_guide, x, torch.ones_like(mask))
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(pgmdl.ArgumentError, match="method"):
         pgmdl.impute(fa.model, fa.exact_guide, x, torch.ones_like(mask), method="gibbs")
 
 
@@ -256,7 +256,7 @@ def test_log_likelihood_of_observed_entries():
     assert torch.allclose(ll.per_point, exact, atol=1e-5)
     ll = pgmdl.log_likelihood(model, guide, x, mask=mask, num_particles=10)
     assert torch.allclose(ll.per_point, exact, atol=1e-5)
-    with pytest.raises(ValueError, match="must match"):
+    with pytest.raises(pgmdl.ArgumentError, match="must match"):
         pgmdl.log_likelihood(model, guide, x, mask=mask[:, :1])
 
 

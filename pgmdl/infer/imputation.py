@@ -41,6 +41,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from pgmdl.arguments import model_arguments
+from pgmdl.errors import ArgumentError, ArgumentTypeError
 from pgmdl.graph.compile import compile_model
 from pgmdl.infer.importance import (
     Layout,
@@ -80,16 +82,16 @@ class Imputation:
 def check_mask(data: Tensor, mask: Tensor) -> Tensor:
     """A boolean mask of the data's shape, with at least one observed entry per row."""
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a boolean tensor, got {type(mask).__name__}")
+        raise ArgumentTypeError(f"mask must be a boolean tensor, got {type(mask).__name__}")
     if mask.shape != data.shape:
-        raise ValueError(
+        raise ArgumentError(
             f"mask has shape {tuple(mask.shape)} but the data has {tuple(data.shape)}: they "
             "must match entry for entry (True where a value is observed)."
         )
     mask = mask.to(device=data.device, dtype=torch.bool)
     empty = (~mask.reshape(len(mask), -1).any(-1)).nonzero().flatten()
     if len(empty):
-        raise ValueError(
+        raise ArgumentError(
             f"rows {empty[:10].tolist()} have every value missing: there is nothing to condition "
             "on (sample them from the model instead, e.g. pyro.infer.Predictive)."
         )
@@ -135,24 +137,26 @@ def impute(
         an :class:`Imputation`.
 
     Raises:
-        ValueError: a mask whose shape disagrees with the data, or a row with
-            every value missing; an unknown method.
+        ArgumentError: a mask whose shape disagrees with the data, or a row
+            with every value missing; an unknown method; bad ``num_steps`` or
+            ``burn_in``.
         ModelError: the model's layout does not allow it (see
             :mod:`pgmdl.infer.importance`), or the guide does not sample the
             model's latents (a guide made for another model).
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ArgumentError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(data, Tensor) or data.dim() != 2:
-        raise ValueError("data must be an (N, D) tensor")
+        raise ArgumentError("data must be an (N, D) tensor")
     mask = check_mask(data, mask)
     filled = torch.where(mask, data, torch.zeros_like(data))
 
+    other_args, other_kwargs = model_arguments("impute", model_args, model_kwargs)
+
     def arguments(x: Tensor) -> tuple[tuple, dict]:
-        kwargs = dict(model_kwargs or {})
         if argument is None:
-            return (x,) + tuple(model_args), kwargs
-        return tuple(model_args), {**kwargs, argument: x}
+            return (x,) + other_args, dict(other_kwargs)
+        return other_args, {**other_kwargs, argument: x}
 
     args, kwargs = arguments(filled)
     graph = compile_model(model, model_args=args, model_kwargs=kwargs, num_traces=1)
@@ -201,10 +205,10 @@ def _gibbs(
     burn_in,
 ) -> Imputation:  # noqa: ANN001
     if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+        raise ArgumentError(f"num_steps must be a positive integer, got {num_steps!r}")
     burn_in = num_steps // 2 if burn_in is None else burn_in
     if not 0 <= burn_in < num_steps:
-        raise ValueError(f"burn_in must be in [0, num_steps), got {burn_in!r}")
+        raise ArgumentError(f"burn_in must be in [0, num_steps), got {burn_in!r}")
     keep_at = set(torch.linspace(burn_in, num_steps - 1, num_samples).round().long().tolist())
     x_hat = filled
     args, kwargs = arguments(x_hat)
