@@ -16,7 +16,15 @@ follow the graphical-models literature (Bishop 2006, ch. 8):
   are dashed;
 * in a guide panel (``render(..., guide="nami")``), fill-in edges are dashed
   red, pooled edges thick with a double arrowhead, and a site needing a
-  joint conditional over a plate has a double border.
+  joint conditional over a plate has a double border;
+* a drawing with a guide panel has a legend (:func:`add_legend`) explaining
+  the node, plate and edge styles it uses, and only those.
+
+Names are those the user wrote: sites by their names, model inputs by the
+argument's path (``x``, ``batch['x']``). An argument a multiset plate moved
+to its layout (:meth:`pgmdl.multiset.MultisetPlate.align`; named
+``"labels@parts"`` inside the graph) is drawn as the argument, ``labels``,
+inside the plate's box.
 
 A drawing is made of *panels*, one per graph; node identifiers are prefixed
 with the panel's name so several graphs (a model and, later, its inference
@@ -42,8 +50,10 @@ from typing import Any
 
 import graphviz
 
+from pgmdl.arguments import model_arguments
 from pgmdl.errors import ModelError, RenderWarning
 from pgmdl.graph import InverseGraph, ModelGraph, compile_model, invert
+from pgmdl.graph.tracing import ALIGNED
 
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
@@ -76,6 +86,30 @@ NODE_STYLES: dict[str, dict[str, str]] = {
 """Graphviz attributes of each site kind, and of model inputs (arguments
 that feed sites without being any site's value)."""
 
+LEGEND: dict[str, str] = {
+    "node:latent": "latent site (sampled)",
+    "node:observed": "observed site (data)",
+    "node:deterministic": "deterministic site (pyro.deterministic)",
+    "node:input": "model input: an argument that is not a site",
+    "joint": "guide: one joint conditional for all replicates of a plate",
+    "plate": "plate: replicates (name, size N);\nan edge entering it is shared by every replicate",
+    "multiset": "multiset plate: sets of varying size K \u2264 K_max",
+    "edge:data": "model: the child is computed from the parent's value",
+    "edge:control": "model: dependency through Python control flow",
+    "edge:input": "model: reads a model input",
+    "edge:inverse": "guide: a model edge, in the guide's direction",
+    "edge:moral": "guide: joins two parents of a common child (moral edge)",
+    "edge:fill-in": "guide: fill-in, added when a latent between the two was eliminated",
+    "edge:prior": "guide: model edge into a latent no observation informs (prior)",
+    "edge:augment": "guide: extra edge (augment=True)",
+    "pooled": "guide: pools all replicates of the parent over a plate (set encoder)",
+}
+"""What each style means, by legend key: ``"node:<kind>"`` (:data:`NODE_STYLES`),
+``"edge:<kind>"`` (:data:`EDGE_STYLES`), ``"joint"``
+(:data:`JOINT_NODE_STYLE`), ``"pooled"`` (:data:`POOLED_EDGE_STYLE`),
+``"plate"`` and ``"multiset"`` (plate boxes). A legend lists the entries a
+drawing uses, in this order."""
+
 INSTALL_GRAPHVIZ = (
     "Install Graphviz to get images: `apt-get install graphviz` (Debian/Ubuntu), "
     "`brew install graphviz` (macOS) or `conda install graphviz`; then "
@@ -89,6 +123,7 @@ _SOURCE_FORMATS = {"gv", "dot"}
 def render(
     model_or_graph: Callable[..., Any] | ModelGraph,
     *args: Any,
+    model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
     filename: str | PathLike[str] | None = None,
     format: str | None = None,  # noqa: A002 - graphviz's own name for it
@@ -99,15 +134,19 @@ def render(
     guide: str | InverseGraph | None = None,
     order: str | Sequence[str] = "min-fill",
     augment: bool = False,
+    legend: bool | None = None,
 ) -> graphviz.Digraph:
     """Draw a model's Bayesian network, and its NaMI guide beside it.
 
     Args:
-        model_or_graph: a Pyro program (compiled with ``*args`` and
+        model_or_graph: a Pyro program (compiled with ``model_args`` and
             ``model_kwargs``) or a :class:`~pgmdl.graph.ModelGraph`.
-        *args: the model's positional arguments.
+        *args: deprecated spelling of ``model_args`` (a :class:`FutureWarning`;
+            it stops working in the next release).
+        model_args: the model's positional arguments, a tuple.
         model_kwargs: the model's keyword arguments (keywords of ``render``
-            itself are its drawing options).
+            itself are its drawing options); both as :func:`pyro.render_model`
+            takes them (:mod:`pgmdl.arguments`).
         filename: where to write the drawing; the format is taken from
             ``format`` or else the file's suffix (``.svg``, ``.png``, ``.pdf``;
             ``.gv``/``.dot`` write the DOT source).
@@ -121,6 +160,8 @@ def render(
             its amortized guide) beside it, or an
             :class:`~pgmdl.graph.InverseGraph` of this model to draw.
         order, augment: passed to :func:`pgmdl.invert` when ``guide="nami"``.
+        legend: add a box explaining the styles the drawing uses
+            (:data:`LEGEND`); by default only beside a guide.
 
     In the guide panel observed sites are the roots; fill-in edges are
     dashed red, edges that pool a parent's replicates over a plate are thick
@@ -137,19 +178,27 @@ def render(
         ...     z = pyro.sample("z", dist.Normal(0.0, 1.0))
         ...     with pyro.plate("data", len(x)):
         ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-        >>> dot = pgmdl.render(model, torch.zeros(3))
-        >>> "data (N=3)" in dot.source
+        >>> dot = pgmdl.render(model, model_args=(torch.zeros(3),), guide="nami")
+        >>> "data (N=3)" in dot.source and "cluster_legend" in dot.source
         True
     """
+    model_args, model_kwargs = model_arguments(
+        "render",
+        model_args,
+        None if args else model_kwargs,
+        legacy=(args, model_kwargs) if args else None,
+        old_spelling="render(model, *args, ...)",
+        new_spelling="render(model, model_args=args, ...)",
+    )
     if isinstance(model_or_graph, ModelGraph):
-        if args or model_kwargs:
+        if model_args or model_kwargs:
             raise ModelError(
                 "render() got a compiled ModelGraph and model arguments; arguments are only "
                 "used to compile a model function."
             )
         graph = model_or_graph
     else:
-        graph = compile_model(model_or_graph, args, dict(model_kwargs or {}))
+        graph = compile_model(model_or_graph, model_args=model_args, model_kwargs=model_kwargs)
     dot = graphviz.Digraph(name=graph.model_name, graph_attr={"rankdir": rankdir})
     options = {
         "show_distributions": show_distributions,
@@ -157,12 +206,14 @@ def render(
         "show_inputs": show_inputs,
     }
     if guide is None:
-        add_panel(dot, graph, **options)
+        used = add_panel(dot, graph, **options)
     else:
         inverse = _inverse(graph, guide, order, augment)
         title = "model" if graph.model_name == "model" else f"model {graph.model_name}"
-        add_panel(dot, graph, panel="model", label=title, **options)
-        add_inverse_panel(dot, inverse, **options)
+        used = add_panel(dot, graph, panel="model", label=title, **options)
+        used |= add_inverse_panel(dot, inverse, **options)
+    if legend or (legend is None and guide is not None):
+        add_legend(dot, used)
     if filename is not None:
         write(dot, filename, format=format)
     return dot
@@ -192,22 +243,29 @@ def add_inverse_panel(
     show_distributions: bool = False,
     show_shapes: bool = False,
     show_inputs: bool = True,
-) -> None:
-    """Add an inverse graph (a guide's structure) to ``dot`` as its own panel."""
+) -> set[str]:
+    """Add an inverse graph (a guide's structure) to ``dot`` as its own panel.
+
+    Returns:
+        the :data:`LEGEND` keys of the styles the panel uses.
+    """
     graph = inverse.model
     kinds = dict(inverse.dag.nodes(data="kind"))
     edges = []
     edge_attrs = {}
+    used = set()
     for parent, site in inverse.edges():
         source = f"input {parent}" if kinds[parent] == "input" else parent
         edges.append((source, site, inverse.edge_kind(parent, site)))
         if inverse.link(parent, site).pooled:
             edge_attrs[source, site] = POOLED_EDGE_STYLE
+            used.add("pooled")
     node_attrs = {}
     for site, plates in inverse.joint_plates.items():
         node_attrs[site] = {**JOINT_NODE_STYLE, "note": f"joint over {', '.join(plates)}"}
+        used.add("joint")
     strategy = inverse.strategy + (", augmented" if inverse.augmented else "")
-    add_panel(
+    return used | add_panel(
         dot,
         graph,
         panel=panel,
@@ -232,6 +290,46 @@ def node_id(panel: str, site: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", lambda m: f"_{ord(m.group()):x}_", name)
 
 
+def input_view(graph: ModelGraph, path: str) -> tuple[str, tuple[str, ...], str]:
+    """How model input ``path`` is drawn: its label, the plates whose box
+    holds it (outermost first) and a tooltip (``""``: none).
+
+    An ordinary input is its argument's path, outside every plate. An input
+    a multiset plate moved to its layout (``"labels@parts"``, see
+    :meth:`pgmdl.multiset.MultisetPlate.align`) is the argument the user
+    wrote, ``labels``, inside the box of plate ``parts`` (and of the plates
+    around it that its readers share).
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch, pgmdl
+        >>> from pgmdl.multiset import multiset_plate
+        >>> def model(labels, mask):
+        ...     with pyro.plate("data", len(labels)):
+        ...         with multiset_plate("parts", mask, dim=-2) as parts:
+        ...             pyro.sample("w", dist.Normal(parts.align(labels), 1.0))
+        >>> graph = pgmdl.compile(model, torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool))
+        >>> list(graph.inputs)
+        ['labels@parts']
+        >>> input_view(graph, "labels@parts")[:2]
+        ('labels', ('data', 'parts'))
+    """
+    argument, sep, plate = path.rpartition(ALIGNED)
+    if not sep or not argument or plate not in graph.plates:
+        return path, (), ""
+    stacks = [graph.sites[c].plates for c in graph.inputs.get(path, ()) if c in graph.sites]
+    shared: tuple[str, ...] = ()
+    if stacks:
+        for level in zip(*stacks, strict=False):
+            if len(set(level)) > 1:
+                break
+            shared += (level[0],)
+    tooltip = f"model argument {argument}, aligned to multiset plate {plate}"
+    if plate not in shared:  # drawn outside the plate: say which
+        return f"{argument}\n(aligned to {plate})", (), tooltip
+    return argument, shared[: shared.index(plate) + 1], tooltip
+
+
 def add_panel(
     dot: graphviz.Digraph,
     graph: ModelGraph,
@@ -245,7 +343,7 @@ def add_panel(
     sites: Iterable[str] | None = None,
     edge_attrs: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     node_attrs: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
+) -> set[str]:
     """Add ``graph``'s sites, plates and edges to ``dot``.
 
     Args:
@@ -262,10 +360,15 @@ def add_panel(
         edge_attrs: extra Graphviz attributes per ``(parent, child)`` edge.
         node_attrs: extra Graphviz attributes per site; the key ``"note"``
             adds a line to the site's label instead.
+
+    Returns:
+        the :data:`LEGEND` keys of the node, plate and edge styles drawn
+        (extra ``edge_attrs`` and ``node_attrs`` are the caller's to report).
     """
     drawn_sites = set(graph.sites if sites is None else sites)
     edge_attrs = edge_attrs or {}
     node_attrs = node_attrs or {}
+    used: set[str] = set()
     target = dot
     if panel:
         target = graphviz.Digraph(name=f"cluster_panel_{panel}")
@@ -282,6 +385,7 @@ def add_panel(
             sub.attr(label=plate.label(), labeljust="r", labelloc="b")
             if plate.multiset:  # sets of varying size: a dashed, rounded box
                 sub.attr(style="dashed,rounded")
+            used.add("multiset" if plate.multiset else "plate")
             clusters[stack] = sub
         return clusters[stack]
 
@@ -301,6 +405,20 @@ def add_panel(
         if note:
             text += f"\n({note})"
         holder.node(node_id(panel, name), label=text, **style)
+        used.add(f"node:{site.kind}")
+
+    drawn = list(edges) if edges is not None else list(graph.dag.edges(data="kind"))
+    if show_inputs:
+        for path, consumers in graph.inputs.items():
+            text, stack, tooltip = input_view(graph, path)
+            holder = cluster(stack) if stack else target
+            extra = {"tooltip": tooltip} if tooltip else {}
+            holder.node(
+                node_id(panel, f"input {path}"), label=text, **NODE_STYLES["input"], **extra
+            )
+            used.add("node:input")
+            if edges is None:
+                drawn += [(f"input {path}", site, "input") for site in consumers]
 
     # Attach inner clusters to outer ones, innermost first (graphviz copies a
     # subgraph's body when it is attached, so children must be complete).
@@ -311,17 +429,71 @@ def add_panel(
         parent = stack[:-1]
         (cluster(parent) if parent else target).subgraph(clusters[stack])
 
-    drawn = list(edges) if edges is not None else list(graph.dag.edges(data="kind"))
-    if show_inputs:
-        for path, consumers in graph.inputs.items():
-            target.node(node_id(panel, f"input {path}"), label=path, **NODE_STYLES["input"])
-            if edges is None:
-                drawn += [(f"input {path}", site, "input") for site in consumers]
     for parent, child, kind in drawn:
         style = {**EDGE_STYLES.get(kind, {}), **edge_attrs.get((parent, child), {})}
         target.edge(node_id(panel, parent), node_id(panel, child), **style)
+        used.add(f"edge:{kind}")
     if panel:
         dot.subgraph(target)
+    return used
+
+
+def add_legend(dot: graphviz.Digraph, used: Iterable[str]) -> list[str]:
+    """Add a box labelled "legend" to ``dot`` that shows and explains each
+    style in ``used`` (:data:`LEGEND` keys, as :func:`add_panel` and
+    :func:`add_inverse_panel` return them); unknown keys are ignored.
+
+    Node and plate styles are drawn as a sample node carrying the
+    explanation; edge styles as a short arrow in that style pointing at it.
+    Entries are stacked in :data:`LEGEND`'s order.
+
+    Returns:
+        the keys drawn, in order (none: no box is added).
+    """
+    keys = [key for key in LEGEND if key in set(used)]
+    if not keys:
+        return keys
+    # Entries stack across ranks (TB, BT) or within one rank (LR, RL), so the
+    # box is a column whichever way the drawing is laid out.
+    across = dot.graph_attr.get("rankdir", "TB").upper() in ("TB", "BT")
+    box = graphviz.Digraph(name="cluster_legend")
+    box.attr(label="legend", style="rounded", color="gray60", fontcolor="gray30")
+    box.attr("node", fontsize="10")
+    column = graphviz.Digraph(graph_attr={"rank": "same"})
+    previous = None
+    for key in keys:
+        text = LEGEND[key]
+        entry = node_id("legend", key)
+        if key.startswith("edge:") or key == "pooled":
+            style = dict(POOLED_EDGE_STYLE) if key == "pooled" else EDGE_STYLES[key[5:]]
+            tail = node_id("legend", key + " from")
+            row = graphviz.Digraph(graph_attr={"rank": "same"}) if across else box
+            row.node(tail, label="", shape="point", width="0.02", style="invis")
+            row.node(entry, label=text, shape="plaintext")
+            row.edge(tail, entry, minlen="2" if across else "1", **style)
+            if across:
+                box.subgraph(row)
+            first = tail
+        else:
+            if key.startswith("node:"):
+                style = dict(NODE_STYLES[key[5:]])
+            elif key == "joint":
+                style = {**NODE_STYLES["latent"], **JOINT_NODE_STYLE}
+            elif key == "multiset":
+                style = {"shape": "box", "style": "dashed,rounded"}
+            else:  # a plate
+                style = {"shape": "box", "style": "solid"}
+            box.node(entry, label=text, **style)
+            first = entry
+        if across and previous is not None:  # one entry under the other
+            box.edge(previous, first, style="invis")
+        elif not across:  # samples and explanations in one rank, arrows before it
+            column.node(entry)
+        previous = entry
+    if not across:
+        box.subgraph(column)
+    dot.subgraph(box)
+    return keys
 
 
 def write(

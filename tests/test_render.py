@@ -69,13 +69,36 @@ def test_site_names_that_graphviz_would_misread_are_escaped():
 
 def test_render_a_model_with_its_arguments():
     zoo = load_zoo("cvae")
-    dot = pgmdl.render(zoo.model, *zoo.args, model_kwargs=zoo.kwargs)
+    dot = pgmdl.render(zoo.model, model_args=zoo.args, model_kwargs=zoo.kwargs)
     assert "z -> x" in dot.source
 
 
 def test_graph_plus_model_arguments_is_an_error(graph):
     with pytest.raises(pgmdl.ModelError, match="only used to compile"):
-        pgmdl.render(graph, torch.zeros(3))
+        pgmdl.render(graph, model_args=(torch.zeros(3),))
+
+
+def test_positional_model_arguments_still_work_with_a_future_warning():
+    zoo = load_zoo("cvae")
+    expected = pgmdl.render(zoo.model, model_args=zoo.args, model_kwargs=zoo.kwargs).source
+    with pytest.warns(FutureWarning, match=r"render\(model, model_args=args, \.\.\.\)") as caught:
+        old = pgmdl.render(zoo.model, *zoo.args, model_kwargs=zoo.kwargs)
+    assert old.source == expected
+    assert caught[0].filename == __file__  # points at the caller's line
+
+
+def test_model_arguments_given_twice_or_not_as_a_tuple_are_errors():
+    x = torch.zeros(3)
+    with pytest.raises(pgmdl.errors.ArgumentError, match="given twice"):
+        pgmdl.render(_plain_model, x, model_args=(x,))
+    with pytest.raises(pgmdl.errors.ArgumentTypeError, match=r"model_args=\(x,\)"):
+        pgmdl.render(_plain_model, model_args=x)
+
+
+def _plain_model(x):
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
 
 
 def test_panels_can_sit_side_by_side(graph):
@@ -196,11 +219,20 @@ def test_source_formats_and_bad_formats(graph, tmp_path):
         pgmdl.render(graph, filename=tmp_path / "g.bmpx")
 
 
-def test_guide_panel_styles_fill_in_pooled_and_joint():
+def gmm_drawing(**options):
     loaded = load_zoo("gmm")
-    dot = pgmdl.render(
-        loaded.model, *loaded.args, model_kwargs=loaded.kwargs, guide="nami", order="reverse"
+    return pgmdl.render(
+        loaded.model,
+        model_args=loaded.args,
+        model_kwargs=loaded.kwargs,
+        guide="nami",
+        order="reverse",
+        **options,
     )
+
+
+def test_guide_panel_styles_fill_in_pooled_and_joint():
+    dot = gmm_drawing(legend=False)
     source = dot.source
     # weights gets x by fill-in (dashed red), pooled over data (thick, double arrowhead).
     assert re.search(r"guide_2f_x -> guide_2f_weights \[[^\]]*color=firebrick", source)
@@ -217,3 +249,94 @@ def test_guide_argument_is_checked(graph):
         pgmdl.render(graph, guide="amortized")
     inverse = pgmdl.invert(graph)
     assert "cluster_panel_guide" in pgmdl.render(graph, guide=inverse).source
+
+
+def legend_of(source: str) -> str:
+    """The body of the drawing's legend box ("" when it has none)."""
+    start = source.find("subgraph cluster_legend {")
+    if start < 0:
+        return ""
+    depth = 0
+    for end in range(start, len(source)):
+        depth += {"{": 1, "}": -1}.get(source[end], 0)
+        if source[end] == "}" and depth == 0:
+            return source[start:end]
+    raise AssertionError("unbalanced legend box")
+
+
+def legend_keys(source: str) -> set[str]:
+    body = legend_of(source)
+    return {key for key, text in render_module.LEGEND.items() if text in body}
+
+
+def test_a_guide_drawing_has_a_legend_of_the_styles_it_uses():
+    source = gmm_drawing().source
+    assert "label=legend" in legend_of(source)
+    # gmm in reverse order: fill-in, a pooled edge, a joint site, plates; no deterministic
+    # site, no input, no augmented edge, no multiset plate
+    assert legend_keys(source) == {
+        "node:latent",
+        "node:observed",
+        "joint",
+        "plate",
+        "edge:data",
+        "edge:inverse",
+        "edge:moral",
+        "edge:fill-in",
+        "pooled",
+    }
+    # each edge entry is an arrow in the edge's own style
+    assert re.search(
+        r"legend_2f_edge_3a_fill-in_20_from -> legend_2f_edge_3a_fill-in [^\]]*"
+        r"color=firebrick",
+        source.replace("_2d_", "-"),
+    )
+    assert re.search(r"-> legend_2f_pooled \[[^\]]*arrowhead=veevee", source)
+
+
+def test_the_legend_follows_the_drawing(graph):
+    assert legend_of(pgmdl.render(graph).source) == ""  # a model alone: off by default
+    assert legend_of(gmm_drawing(legend=False).source) == ""
+    keys = legend_keys(pgmdl.render(graph, legend=True).source)
+    assert keys == {
+        "node:latent",
+        "node:observed",
+        "node:deterministic",
+        "node:input",
+        "plate",
+        "edge:data",
+        "edge:control",
+        "edge:input",
+    }
+    hidden = legend_keys(pgmdl.render(graph, legend=True, show_inputs=False).source)
+    assert hidden == keys - {"node:input", "edge:input"}
+    augmented = legend_keys(pgmdl.render(graph, guide="nami", augment=True).source)
+    assert "edge:augment" in augmented and "node:deterministic" in augmented
+
+
+def part_model(labels, mask, x=None):
+    with pyro.plate("data", labels.shape[0], dim=-1):
+        with pgmdl.multiset_plate("parts", mask, dim=-2) as parts:
+            w = pyro.sample("w", dist.Normal(parts.align(labels), 1.0))
+        return pyro.sample("x", dist.Normal(parts.sum(w), 0.5), obs=x)
+
+
+def test_an_aligned_argument_is_drawn_as_the_user_wrote_it_inside_its_plate():
+    labels, mask = torch.randn(3, 2), torch.tensor([[1, 1], [1, 0], [0, 0]], dtype=torch.bool)
+    graph = pgmdl.compile(part_model, labels, mask, torch.randn(3))
+    assert list(graph.inputs) == ["labels@parts"]  # the graph's own name for it
+    source = pgmdl.render(graph, guide="nami").source
+    assert "labels@parts" not in source  # node ids escape "@" (_40_); no label has it
+    for panel in ("model", "guide"):
+        box = source.index(f"subgraph cluster_{panel}_data__parts {{")
+        node = source.index(f"{panel}_2f_input_20_labels_40_parts [label=labels ")
+        assert box < node < source.index("}", box)  # inside the parts box
+    assert 'tooltip="model argument labels, aligned to multiset plate parts"' in source
+    assert {"node:input", "multiset"} <= legend_keys(source)
+
+
+def test_input_view_of_ordinary_and_aligned_inputs(graph):
+    assert render_module.input_view(graph, "c") == ("c", (), "")
+    labels, mask = torch.randn(2, 2), torch.ones(2, 2, dtype=torch.bool)
+    aligned = pgmdl.compile(part_model, labels, mask)
+    assert render_module.input_view(aligned, "labels@parts")[:2] == ("labels", ("data", "parts"))

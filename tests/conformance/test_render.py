@@ -14,7 +14,9 @@ def test_render_writes_dot_source(name, guide, tmp_path):
     program = build(name)
     args, kwargs = program.call
     target = tmp_path / "m.gv"
-    dot = pgmdl.render(program.model, *args, model_kwargs=kwargs, filename=target, guide=guide)
+    dot = pgmdl.render(
+        program.model, model_args=args, model_kwargs=kwargs, filename=target, guide=guide
+    )
     source = target.read_text()
     assert source == dot.source and source.startswith("digraph")
     for site in program.parents:
