@@ -30,13 +30,13 @@ import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.inspect import get_dependencies
 
-from pgmdl.cli import load_model
 from pgmdl.datasets import load_digits
 from pgmdl.errors import CLIError
 from pgmdl.graph import ModelGraph, audit_guide, check_faithful, compile, invert, is_minimal
 from pgmdl.guides import NaMIGuide
 from pgmdl.infer import FitResult, fit
 from pgmdl.render import render, write
+from pgmdl.specs import load_model
 
 ZOO = ("vae", "hvae", "gmm", "m2", "cvae")
 

@@ -11,7 +11,10 @@ import textwrap
 
 import pytest
 
-from pgmdl.cli import load_model, main
+import pgmdl.cli
+from pgmdl.cli import main
+from pgmdl.errors import SpecError
+from pgmdl.specs import load_model
 from tests.conftest import ROOT, needs_dot
 
 VAE = str(ROOT / "models" / "vae.py") + ":model"
@@ -67,6 +70,13 @@ def test_unloadable_specs(spec, message, capsys):
     assert main(["inspect", spec]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pgmdl: error: ") and message in err and "Traceback" not in err
+
+
+def test_the_spec_loader_is_library_code(tmp_path):
+    # pgmdl.specs holds it (the demo and the tests use it too); the CLI re-exports it
+    assert pgmdl.cli.load_model is load_model
+    with pytest.raises(SpecError, match="no such file"):
+        load_model(str(tmp_path / "missing.py") + ":model")
 
 
 def test_missing_attribute_lists_the_callables(tmp_path, capsys):
