@@ -26,7 +26,7 @@ One training step of the same VAE is timed three ways, all with Adam (lr 1e-3):
 * ``hand-written Pyro``: ``SVI(model, guide, Adam, Trace_ELBO()).step(x)`` with a
   hand-written guide using the very networks NaMIGuide builds for ``z`` given
   ``x``: a :class:`~pgmdl.guides.conditional.ParentFeatures` (running
-  normalization of ``x``), a :class:`~pgmdl.guides.nets.ResidualMLP` with one
+  normalization of ``x``), a :class:`~pgmdl.nn.ResidualMLP` with one
   hidden layer of H units, and a :class:`~pgmdl.guides.families.NormalFamily`
   (``Normal(loc, scale).to_event(1)``), registered with
   ``pyro.module("encoder", ...)`` inside ``pyro.plate("data", batch)``;
@@ -74,7 +74,7 @@ from torch import nn
 import pgmdl
 from pgmdl.guides.conditional import ParentFeatures
 from pgmdl.guides.families import MIN_SCALE, NormalFamily
-from pgmdl.guides.nets import ResidualMLP
+from pgmdl.nn import ResidualMLP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compile_scale import machine, print_table  # noqa: E402

@@ -66,7 +66,7 @@ from pgmdl.datasets.manifolds import (
     log_density,
     sinusoid_manifold,
 )
-from pgmdl.guides.nets import ResidualMLP
+from pgmdl.nn import ResidualMLP
 
 __all__ = [
     "ManifoldEvaluation",

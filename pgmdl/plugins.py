@@ -46,10 +46,16 @@ The contract
    * ``mask``: the plate's mask of present replicates (a masked plate), or ``None``;
    * ``masks``: ``{dim: mask}`` of every masked plate of this call.
 
-Masked plates (:class:`pgmdl.graph.masked_plate.MaskedPlate`: a plate padded
-to its largest size with a mask of the replicates that exist) are part of
-the core, since compiling and guiding them needs the tracer and the guide's
-plates; the multiset plug-in builds on them.
+Two ``msg["infer"]`` keys belong to the core, for any plug-in to use:
+``"derived_from"`` (an observed site whose value is ``fn(value of another
+observed site)``, ``(source, fn)``: :attr:`pgmdl.SiteInfo.derived_from`, how
+:mod:`pgmdl.observe`'s multiscale observations let the guide read a coarse
+level from the full-resolution argument), and
+:data:`pgmdl.graph.sites.PLATE_MASKS_KEY`, left by a masked plate
+(:class:`pgmdl.graph.masked_plate.MaskedPlate`: a plate padded to its largest
+size with a mask of the replicates that exist). Masked plates are core, since
+compiling and guiding them needs the tracer and the guide's plates; the
+multiset plug-in builds on them.
 
 A minimal plug-in is in ``tests/test_plugins.py``.
 """
@@ -87,6 +93,11 @@ def register_site_metadata(key: str, describe: Callable[[Any], str | None] | Non
     if not isinstance(key, str) or not key:
         raise TypeError(f"register_site_metadata: key must be a non-empty string, got {key!r}")
     _SITE_METADATA[key] = describe
+
+
+def unregister_site_metadata(key: str) -> None:
+    """Withdraw a site-metadata key (a plug-in unloaded, a test cleaning up)."""
+    _SITE_METADATA.pop(key, None)
 
 
 def metadata_keys() -> tuple[str, ...]:
@@ -174,6 +185,11 @@ def register_joint_conditional(provider: JointConditional) -> None:
     _JOINT[provider.name] = provider
 
 
+def unregister_joint_conditional(name: str) -> None:
+    """Withdraw the joint conditional called ``name`` (a test cleaning up)."""
+    _JOINT.pop(name, None)
+
+
 def joint_conditionals() -> Sequence[JointConditional]:
     """The registered joint conditionals, in registration order."""
     return tuple(_JOINT.values())
@@ -194,4 +210,6 @@ __all__ = [
     "register_joint_conditional",
     "register_site_metadata",
     "site_metadata",
+    "unregister_joint_conditional",
+    "unregister_site_metadata",
 ]

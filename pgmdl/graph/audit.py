@@ -354,10 +354,10 @@ def audit_guide(
         (False, ['b also needs a'])
     """
     with _SiteRecorder() as model_run:
-        model_graph = compile_model(model, args, kwargs)
+        model_graph = compile_model(model, model_args=args, model_kwargs=kwargs)
     try:
         with _SiteRecorder() as guide_run:
-            guide_graph = compile_model(guide, args, kwargs)
+            guide_graph = compile_model(guide, model_args=args, model_kwargs=kwargs)
     except ModelError as err:
         raise ModelError(f"the guide could not be compiled: {err}") from err
     return audit(

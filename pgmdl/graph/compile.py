@@ -264,6 +264,7 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             inputs=tuple(sorted(inputs)),
             enumerate=site.enumerate,
             observation=site.observation,
+            metadata=site.metadata,
             derived_from=site.derived_from,
         )
         resolved[site.name] = _Site(info, site.plates, frozenset(data), frozenset(control))

@@ -8,7 +8,7 @@ graph nodes, guide modules and reports all use them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -151,10 +151,13 @@ class SiteInfo:
         inputs: model arguments that feed the site's distribution without
             being the value of any site (a conditional VAE's context ``c``).
         enumerate: the site's ``infer["enumerate"]`` hint, if any.
-        observation: a one-line description of a structured observation model
-            (``infer["observation"]``, set by :mod:`pgmdl.observe`: a
-            quasi-deterministic ``x = f(z) + ε`` and its noise scale), drawn
-            under the site's name by :func:`pgmdl.render`.
+        observation: the lines plug-ins ask to draw under the site's name
+            (:func:`pgmdl.render`), from their site metadata (:mod:`pgmdl.plugins`:
+            :mod:`pgmdl.observe` describes a quasi-deterministic
+            ``x = f(z) + ε`` and its noise scale); ``None`` when none does.
+        metadata: ``{plug-in key: data}``, what plug-ins attached to the site
+            under their declared keys of ``msg["infer"]``
+            (:func:`pgmdl.plugins.site_metadata` reads it).
         masks: for a latent site, how the model masks it (:class:`SiteMask`).
         derived_from: for an observed site whose value is a deterministic
             function of another observed site's value (a coarse level of a
@@ -180,6 +183,7 @@ class SiteInfo:
     observation: str | None = None
     derived_from: tuple[str, Callable[[Any], Any]] | None = field(default=None, compare=False)
     masks: tuple[SiteMask, ...] = field(default=(), compare=False, repr=False)
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def is_latent(self) -> bool:
@@ -215,6 +219,7 @@ class SiteInfo:
             "enumerate": self.enumerate,
             "observation": self.observation,
             "derived_from": self.derived_from[0] if self.derived_from else None,
+            "metadata": sorted(self.metadata),
         }
 
 

@@ -57,6 +57,7 @@ from torch.overrides import TorchFunctionMode
 from pgmdl.errors import ModelError
 from pgmdl.graph.sites import PLATE_MASKS_KEY, SiteMask
 from pgmdl.graph.views import VIEW_FUNCS, ArgumentRef, PlateIndex, record_view
+from pgmdl.plugins import describe_metadata, metadata_keys
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class SiteRecord:
     value_args: frozenset[str]
     observation: str | None = None
     derived_from: tuple[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
     parent_refs: frozenset[ArgumentRef] = frozenset()
     value_ref: ArgumentRef | None = None
     masks: tuple[SiteMask, ...] = ()
@@ -454,6 +456,7 @@ class _SiteRecorder(Messenger):
             value_ref = None
         multiset_masks = msg["infer"].get(PLATE_MASKS_KEY, {})
         masks = self._masks(msg, lookup) if kind == "latent" else ()
+        metadata = {k: msg["infer"][k] for k in metadata_keys() if k in msg["infer"]}
 
         self.record.sites[name] = SiteRecord(
             name=name,
@@ -473,7 +476,8 @@ class _SiteRecorder(Messenger):
             parent_args=parent_args,
             # only an observed value that is (a view of) one argument binds it to the site
             value_args=frozenset({value_ref.path}) if value_ref is not None else frozenset(),
-            observation=msg["infer"].get("observation"),
+            observation=describe_metadata(metadata),
+            metadata=metadata,
             derived_from=msg["infer"].get("derived_from"),
             parent_refs=frozenset(p for p in parent_provenance if isinstance(p, ArgumentRef)),
             value_ref=value_ref,

@@ -9,11 +9,11 @@ feature vector per replicate, and maps the features to a distribution:
     q(z_i \mid \pi_i) = \text{family}\Big(f\big([\,n_1(\pi_{i,1}),\ \dots,\
         \text{pool}_j\,\phi(n_k(\pi_{j,k}))\,]\big)\Big)
 
-* :math:`n_k` standardizes parent :math:`k` (:class:`~pgmdl.guides.nets.ParentNorm`);
+* :math:`n_k` standardizes parent :math:`k` (:class:`~pgmdl.nn.ParentNorm`);
 * a parent living in plates the site does not (or along which NaMI joins
-  every replicate) is pooled by a :class:`~pgmdl.guides.nets.SetEncoder`;
+  every replicate) is pooled by a :class:`~pgmdl.nn.SetEncoder`;
 * a parent living in fewer plates is broadcast;
-* :math:`f` is a :class:`~pgmdl.guides.nets.ResidualMLP` whose last layer
+* :math:`f` is a :class:`~pgmdl.nn.ResidualMLP` whose last layer
   starts at zero, so the conditional starts constant (thesis §4.2.4).
 
 Shapes follow Pyro's conventions: a value is ``batch + replicate_shape``,
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from pgmdl.guides.families import Family, NormalFamily
-from pgmdl.guides.nets import ParentNorm, ResidualMLP, SetEncoder
+from pgmdl.nn import ParentNorm, ResidualMLP, SetEncoder
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class PathDerivative(dist.TorchDistribution):
 class ParentFeatures(nn.Module):
     """One parent's value as normalized features: flattened per replicate
     (one-hot for a categorical parent), then standardized (or only scaled
-    down, ``standardize=False``) by a :class:`~pgmdl.guides.nets.ParentNorm`.
+    down, ``standardize=False``) by a :class:`~pgmdl.nn.ParentNorm`.
     The guide keeps one per parent site, shared by every conditional that
     reads it."""
 
@@ -132,7 +132,7 @@ class Conditional(nn.Module):
         init: a typical value of the site (the family's starting point).
         init_scale: the family's initial scale (Gaussian families).
         fan_in_scaled: fan-in scaling of the network's zero-initialized
-            layers (:class:`~pgmdl.guides.nets.ResidualMLP`).
+            layers (:class:`~pgmdl.nn.ResidualMLP`).
         network: a module (or a factory ``f(in_features, out_features)``)
             replacing the default :class:`ResidualMLP`; it maps the features
             to the family's raw parameters.
@@ -243,7 +243,7 @@ class Conditional(nn.Module):
 def make_encoders(
     parents: Sequence[ParentSpec], hidden: Sequence[int]
 ) -> tuple[nn.ModuleList, int]:
-    """One :class:`~pgmdl.guides.nets.SetEncoder` per pooled parent (identity
+    """One :class:`~pgmdl.nn.SetEncoder` per pooled parent (identity
     otherwise), and the width of the concatenated features they give."""
     encoders = nn.ModuleList(
         SetEncoder(p.features, max(hidden) if hidden else p.features, hidden)

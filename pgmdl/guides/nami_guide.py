@@ -98,8 +98,8 @@ from pgmdl.guides.families import (
     is_finite_integer_interval,
     make_family,
 )
-from pgmdl.guides.nets import ResidualMLP
 from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
+from pgmdl.nn import ResidualMLP
 from pgmdl.plugins import JointRequest, joint_conditional
 
 #: default initial scales (``NaMIGuide(init_scale=None)``): free global sites as
@@ -179,7 +179,7 @@ class NaMIGuide(AutoGuide):
             1 for amortized sites (their conditional starts as wide as a unit
             prior: no KL to pay before the encoder has learned anything).
         fan_in_scaled: scale each conditional's zero-initialized layers by
-            their fan-in (:class:`~pgmdl.guides.nets.ResidualMLP`), so that
+            their fan-in (:class:`~pgmdl.nn.ResidualMLP`), so that
             under Adam a conditional moves per step about as much as a
             hand-written encoder does. ``False`` gives the unscaled layers:
             faster at small learning rates (held-out ELBO on the 8x8 digits
@@ -187,7 +187,7 @@ class NaMIGuide(AutoGuide):
             but a 784-pixel VAE stalls or diverges at lr 0.01 and a sparse
             gamma DEF turns NaN at lr 0.03.
         normalize: how a conditional's inputs are brought to unit scale
-            (:class:`~pgmdl.guides.nets.ParentNorm`): ``"standardize"``
+            (:class:`~pgmdl.nn.ParentNorm`): ``"standardize"``
             (running mean and variance per feature: fastest learning; the
             best held-out ELBO on 1,500 digits) or ``"scale"`` (data divided
             down to unit root mean square, never amplified, as a hand-written
@@ -321,10 +321,12 @@ class NaMIGuide(AutoGuide):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         with poutine.block():  # running the model here must not reach the caller's trace
-            graph = compile_model(self.model, args, kwargs)
+            graph = compile_model(self.model, model_args=args, model_kwargs=kwargs)
             self._sometimes, args, kwargs = sometimes_observed(self.model, graph, args, kwargs)
             if any(graph[s].is_observed for s in self._sometimes):
-                graph = compile_model(self.model, args, kwargs)  # with those sites latent
+                graph = compile_model(
+                    self.model, model_args=args, model_kwargs=kwargs
+                )  # with those sites latent
         try:
             super()._setup_prototype(*args, **kwargs)
         except NotImplementedError as err:
@@ -545,7 +547,7 @@ class NaMIGuide(AutoGuide):
 
     def _standardized(self, graph: ModelGraph, name: str) -> bool:
         """Whether parent ``name`` is standardized rather than only scaled down to
-        unit scale (:class:`~pgmdl.guides.nets.ParentNorm`): every parent with
+        unit scale (:class:`~pgmdl.nn.ParentNorm`): every parent with
         ``normalize="standardize"``; with ``"scale"``, continuous latents only (the
         guide's own draws), not data, inputs or discrete latents."""
         if self.normalize == "standardize":
@@ -1135,7 +1137,9 @@ def sometimes_observed(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                return compile_model(model, probe_args, probe_kwargs, num_traces=1)
+                return compile_model(
+                    model, model_args=probe_args, model_kwargs=probe_kwargs, num_traces=1
+                )
             except Exception:  # noqa: BLE001 - a probe the model does not accept
                 return None
 

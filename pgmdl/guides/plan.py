@@ -289,7 +289,7 @@ def plan_guide(
         >>> print(plan.summary())
         GuidePlan (nami): 2 sampled site(s), 1 free, 0 joint
           q(mu): free parameters
-          q(z | mu (broadcast over data), x (same data)): amortized
+          q(z | x (same data), mu (broadcast over data)): amortized
           reads: x
           plates: data
     """

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from pgmdl.errors import ModelError
-from pgmdl.guides.nets import ResidualMLP
+from pgmdl.nn import ResidualMLP
 
 POOLS = ("mean", "sum")
 

@@ -51,7 +51,7 @@ from pyro.ops.provenance import detach_provenance
 from torch import nn
 
 from pgmdl.errors import ModelError
-from pgmdl.guides.nets import ResidualMLP
+from pgmdl.nn import ResidualMLP
 
 SIGMA_MODES = ("fixed", "global", "per-dim", "analytic", "analytic-per-dim", "local")
 """The noise-scale modes :class:`NoiseScale` accepts."""
@@ -93,7 +93,7 @@ class NoiseScale(nn.Module):
         update: ``"batch"`` or ``"running"`` (analytic modes).
         momentum: weight of the newest batch in the running average.
         head: the network of ``"local"`` (maps features to one or ``D``
-            pre-softplus values); by default a :class:`~pgmdl.guides.nets.ResidualMLP`
+            pre-softplus values); by default a :class:`~pgmdl.nn.ResidualMLP`
             with ``hidden`` layers, zero-initialized, so :math:`\sigma(h)` starts at
             :math:`\sigma_0` everywhere (§7.1.2: start large, move slowly).
         hidden: hidden widths of the default head.

@@ -28,7 +28,7 @@ Beside the noise scale, :class:`QuasiDeterministic` offers
 
 The site is an ordinary ``pyro.sample`` with an ``Independent(Normal)``
 distribution, so every Pyro inference algorithm, :class:`pgmdl.NaMIGuide`
-and :func:`pgmdl.fit` work unchanged; its ``infer["observation"]`` describes
+and :func:`pgmdl.fit` work unchanged; its ``infer["observe"]["observation"]`` describes
 the noise, which the graph compiler keeps (``SiteInfo.observation``) and
 :func:`pgmdl.render` draws under the site.
 """
@@ -46,6 +46,13 @@ from torch import nn
 from pgmdl.errors import ModelError
 from pgmdl.observe.noise import SIGMA_MODES, NoiseScale
 from pgmdl.observe.tempering import beta_vae_weight
+from pgmdl.plugins import register_site_metadata
+
+OBSERVE_KEY = "observe"
+"""The ``msg["infer"]`` key of this plug-in's site metadata (:mod:`pgmdl.plugins`):
+``{"observation": "x = f(·) + ε, ..."}``, the line :func:`pgmdl.render` draws."""
+
+register_site_metadata(OBSERVE_KEY, describe=lambda data: data.get("observation"))
 
 
 class QuasiDeterministic(nn.Module):
@@ -90,7 +97,7 @@ class QuasiDeterministic(nn.Module):
         ...         z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
         ...         return noise("x", torch.cat([z, z], -1), obs=x)
         >>> trace = pyro.poutine.trace(model).get_trace(torch.randn(8, 4))
-        >>> trace.nodes["x"]["infer"]["observation"]
+        >>> trace.nodes["x"]["infer"]["observe"]["observation"]
         'x = f(·) + ε, σ learned ≥ 0.001'
     """
 
@@ -218,7 +225,7 @@ class QuasiDeterministic(nn.Module):
         self.scale.materialize(loc, obs, event_dim=self.event_dim, features=features)
         self._register(name)
         fn = self._normal(loc, obs, features)  # checked above
-        site_infer = {"observation": self.describe(), **(infer or {})}
+        site_infer = {OBSERVE_KEY: {"observation": self.describe()}, **(infer or {})}
         if self.beta_vae not in (None, 1):
             with beta_vae_weight(self.beta_vae):
                 return pyro.sample(name, fn, obs=obs, infer=site_infer)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from pgmdl.guides.nets import ParentNorm, ResidualMLP, SetEncoder
+from pgmdl.nn import ParentNorm, ResidualMLP, SetEncoder
 
 
 def test_residual_mlp_starts_constant_yet_every_layer_can_learn(device):

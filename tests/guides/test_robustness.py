@@ -1,6 +1,6 @@
 """NaMIGuide at the step sizes users take with hand-written guides (issue 17).
 
-The fan-in scaled heads (:class:`~pgmdl.guides.nets.ResidualMLP`) keep an
+The fan-in scaled heads (:class:`~pgmdl.nn.ResidualMLP`) keep an
 amortized conditional's per-step move comparable to a hand-written
 encoder's under Adam, and positive sites stay inside float range
 (:class:`~pgmdl.guides.families.InteriorExpTransform`).

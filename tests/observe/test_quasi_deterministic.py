@@ -49,7 +49,7 @@ def test_every_mode_observes_a_normal_site(mode, device):
     fn = site["fn"]
     assert isinstance(fn, dist.Independent) and isinstance(fn.base_dist, dist.Normal)
     assert fn.event_shape == (3,) and fn.batch_shape == (16,)
-    assert site["infer"]["observation"].startswith("x = f(·) + ε, σ")
+    assert site["infer"]["observe"]["observation"].startswith("x = f(·) + ε, σ")
     scale = fn.base_dist.scale
     assert scale.device.type == device.type
     assert bool((scale >= 1e-2).all())
@@ -220,7 +220,7 @@ def test_beta_vae_weight_scales_the_site(device):
     assert site["scale"] == 0.25
     plain = dist.Normal(loc, 0.5).to_event(1).log_prob(obs).sum()
     torch.testing.assert_close(trace.log_prob_sum(), 0.25 * plain)
-    assert "β-VAE weight 1/4" in site["infer"]["observation"]
+    assert "β-VAE weight 1/4" in site["infer"]["observe"]["observation"]
 
 
 def test_augment_adds_noise_of_the_floor(device):
