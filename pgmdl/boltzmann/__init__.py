@@ -6,8 +6,13 @@ differentiable criterion :math:`f` into the tuned model
 KL among those that raise :math:`\\mathbb{E} f`, by pushing chosen latent
 sites through zuko flows while the rest of the model stays frozen.
 
-- :mod:`~pgmdl.boltzmann.tune`: :func:`boltzmann_tune`, :class:`TunedModel`,
-  :class:`TuningStep` (inner loop eq. 10.19, outer Algorithms 10.1-10.2).
+- :mod:`~pgmdl.boltzmann.tune`: :func:`boltzmann_tune`, the entry point.
+- :mod:`~pgmdl.boltzmann.tuned_model`: :class:`TunedModel` and
+  :class:`TuningStep`, the tuned model and the points of its family.
+- :mod:`~pgmdl.boltzmann.preparation`: :func:`prepare`, the checks and the
+  flows at the identity.
+- :mod:`~pgmdl.boltzmann.loops`: the inner loop (eq. 10.19) and the outer
+  loops (Algorithms 10.1-10.2).
 - :mod:`~pgmdl.boltzmann.flows`: :class:`SiteFlow`, the per-site flows (eq. 10.18).
 - :mod:`~pgmdl.boltzmann.handler`: :class:`TunedSites`, the effect handler.
 - :mod:`~pgmdl.boltzmann.theory`: the family in numbers (eq. 10.5-10.9,
@@ -19,6 +24,7 @@ sites through zuko flows while the rest of the model stays frozen.
 from pgmdl.boltzmann.diagnostics import criterion_gradient_norms, rejection_sample
 from pgmdl.boltzmann.flows import SiteFlow, affine_flow, spline_flow
 from pgmdl.boltzmann.handler import TunedDistribution, TunedSites
+from pgmdl.boltzmann.preparation import prepare
 from pgmdl.boltzmann.theory import (
     Moments,
     TheoryPoint,
@@ -27,7 +33,8 @@ from pgmdl.boltzmann.theory import (
     second_order_step,
     tail_kl,
 )
-from pgmdl.boltzmann.tune import TunedModel, TuningStep, boltzmann_tune, prepare
+from pgmdl.boltzmann.tune import boltzmann_tune
+from pgmdl.boltzmann.tuned_model import TunedModel, TuningStep
 
 __all__ = [
     "Moments",

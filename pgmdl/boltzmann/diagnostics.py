@@ -31,8 +31,9 @@ from pgmdl.boltzmann.handler import (
     particles_first,
     run_particles,
 )
-from pgmdl.boltzmann.tune import Criterion, _particle_dim, prepare
-from pgmdl.errors import TuningError
+from pgmdl.boltzmann.preparation import particle_dim, prepare
+from pgmdl.boltzmann.tuned_model import Criterion
+from pgmdl.errors import ArgumentError, TuningError
 from pgmdl.graph.compile import compile_model
 
 
@@ -137,27 +138,22 @@ def rejection_sample(
         (200, 2.3)
     """
     if not 0.0 < rate < 1.0:
-        raise ValueError(f"rate must be in (0, 1), got {rate!r}")
+        raise ArgumentError(f"rate must be in (0, 1), got {rate!r}")
     model_kwargs = dict(model_kwargs or {})
     graph = compile_model(model, model_args=model_args, model_kwargs=model_kwargs, num_traces=1)
-    particle_dim = _particle_dim(graph, [], None)
+    dim = particle_dim(graph, [], None)
     fs: list[Tensor] = []
     stash: list[dict[str, Tensor]] = []
     done = 0
     with torch.no_grad():
         while done < num_samples:
             n = min(chunk, num_samples - done)
-            run = run_particles(
-                model, TunedSites({}), n, particle_dim, None, model_args, model_kwargs
-            )
+            run = run_particles(model, TunedSites({}), n, dim, None, model_args, model_kwargs)
             f = criterion_per_particle(criterion(run.values), n, "")
             fs.append(f)
             names = keep if keep is not None else list(run.values)
             stash.append(
-                {
-                    k: particles_first(run.values[k], run.event_dims[k], particle_dim, n)
-                    for k in names
-                }
+                {k: particles_first(run.values[k], run.event_dims[k], dim, n) for k in names}
             )
             done += n
     f = torch.cat(fs)

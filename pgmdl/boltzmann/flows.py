@@ -43,6 +43,8 @@ from zuko.distributions import NormalizingFlow
 from zuko.lazy import LazyTransform
 from zuko.transforms import ComposedTransform
 
+from pgmdl.errors import ArgumentError, ArgumentTypeError
+
 #: ``factory(features, context) -> LazyTransform``: how a flow is built for a
 #: site with ``features`` unconstrained dimensions and ``context`` parent
 #: features (0 for an unconditional flow).
@@ -112,7 +114,7 @@ def resolve_flow(flow: str | FlowFactory) -> FlowFactory:
     if callable(flow):
         return flow
     if flow not in FLOWS:
-        raise ValueError(
+        raise ArgumentError(
             f"flow must be one of {sorted(FLOWS)} or a callable "
             f"factory(features, context) -> zuko LazyTransform, got {flow!r}"
         )
@@ -189,7 +191,7 @@ class SiteFlow(nn.Module):
         self.standardize = self.real
         self.h = resolve_flow(flow)(self.features, self.context_features)
         if not isinstance(self.h, nn.Module):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"the flow factory for site {site!r} returned {type(self.h).__name__}; "
                 "it must return a zuko LazyTransform (an nn.Module called with the context)."
             )

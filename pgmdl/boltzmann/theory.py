@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pgmdl.errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class TheoryPoint:
@@ -164,5 +166,5 @@ def tail_kl(rate: float) -> float:
     :math:`-\\log(\\text{rate})`: ``tail_kl(0.001)`` ≈ 6.91 nats is the
     target the thesis uses for the top 0.1% (§10.3.2, footnote 8)."""
     if not 0.0 < rate <= 1.0:
-        raise ValueError(f"rate must be in (0, 1], got {rate!r}")
+        raise ArgumentError(f"rate must be in (0, 1], got {rate!r}")
     return -math.log(rate)

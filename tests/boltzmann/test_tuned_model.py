@@ -11,7 +11,7 @@ from pyro.infer import Predictive
 
 import pgmdl
 from pgmdl.boltzmann import TunedModel, criterion_gradient_norms, rejection_sample
-from pgmdl.errors import SiteNotFoundError, TuningError
+from pgmdl.errors import ArgumentError, ArgumentTypeError, SiteNotFoundError, TuningError
 
 
 @pytest.fixture(autouse=True)
@@ -189,11 +189,11 @@ def test_constant_criterion(decoder):
 
 
 def test_argument_checks(decoder):
-    with pytest.raises(TypeError, match="exactly one"):
+    with pytest.raises(ArgumentTypeError, match="exactly one"):
         pgmdl.boltzmann_tune(decoder.model, peak, "z", lam=1.0, target_kl=1.0)
-    with pytest.raises(ValueError, match="target_kl"):
+    with pytest.raises(ArgumentError, match="target_kl"):
         pgmdl.boltzmann_tune(decoder.model, peak, "z", target_kl=-1.0)
-    with pytest.raises(ValueError, match="flow"):
+    with pytest.raises(ArgumentError, match="flow"):
         pgmdl.boltzmann_tune(decoder.model, peak, "z", lam=1.0, flow="glow")
 
 
