@@ -9,9 +9,16 @@ guides (:func:`audit_guide`), builds amortized guides with that structure
 (:func:`render`). Plug-ins: quasi-deterministic observations with learned
 noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
 :class:`MultiscaleObservation`), multiset plates and CompVAE's joint guide
-(:mod:`pgmdl.multiset`: :func:`multiset_plate`), and Boltzmann tuning of
+(:mod:`pgmdl.multiset`: :func:`multiset_plate`), Boltzmann tuning of
 trained models with normalizing flows (:mod:`pgmdl.boltzmann`:
-:func:`boltzmann_tune`).
+:func:`boltzmann_tune`), and likelihood estimation and missing-data
+imputation (:mod:`pgmdl.infer`: :func:`log_likelihood`, :func:`impute`).
+
+Functions with options take the model's arguments as keywords,
+``model_args=(...)`` and ``model_kwargs={...}`` (:mod:`pgmdl.arguments`);
+:func:`compile` is the option-less shorthand ``compile(model, *args, **kwargs)``.
+Errors on bad input are :class:`PgmdlError`; :mod:`pgmdl.errors` says which
+one is raised for what.
 """
 
 from pgmdl import boltzmann, observe
