@@ -7,32 +7,36 @@ code chain it (``raise ... from err``) so the original traceback is kept.
 
 Which error for what:
 
-=============================  ===============================================
-:class:`ArgumentError`         a pgmdl function was called with an argument it
-                               cannot use (a negative count, an unknown
-                               method, a mask of the wrong shape, a bad
-                               data-set option); also a ``ValueError``.
-:class:`ArgumentTypeError`     the same, when the argument has the wrong
-                               *type*; also a ``TypeError`` (and a
-                               ``ValueError``, as an :class:`ArgumentError`).
-:class:`ModelError`            the *model* (the user's Pyro program, or the
-                               arguments it is run with) cannot be compiled
-                               or does not fit what the function needs.
-:class:`DynamicStructureError` the model's structure changes between runs.
-:class:`InversionError`        an elimination order or guide structure that
-                               cannot be inverted; also a ``ValueError``.
-:class:`SiteNotFoundError`     a site (or plate) name the graph lacks; also a
-                               ``KeyError``.
-:class:`GuideError`            a guide that cannot be built or run.
-:class:`TrainingError`         training went wrong (NaN loss, bad checkpoint);
-                               also a ``FloatingPointError``.
-:class:`TuningError`           Boltzmann tuning cannot do what was asked.
-:class:`DataError`             a data set that cannot be loaded (a missing
-                               optional package, a malformed file).
-:class:`CLIError`              a command-line argument the ``pgmdl`` program
-                               cannot use; :class:`SpecError`, a model spec
-                               (``FILE.py:NAME``) that cannot be loaded.
-=============================  ===============================================
+:class:`ArgumentError`
+    a pgmdl function was called with an argument it cannot use (a negative
+    count, an unknown method, a mask of the wrong shape, a bad data-set
+    option); also a ``ValueError``.
+:class:`ArgumentTypeError`
+    the same, when the argument has the wrong *type*; also a ``TypeError``
+    (and a ``ValueError``, as every :class:`ArgumentError`).
+:class:`ModelError`
+    the *model* (the user's Pyro program, or the arguments it is run with)
+    cannot be compiled, or does not have the layout a function needs.
+:class:`DynamicStructureError`
+    the model's structure changes between runs.
+:class:`InversionError`
+    an elimination order or guide structure that cannot be inverted; also a
+    ``ValueError``.
+:class:`SiteNotFoundError`
+    a site (or plate) name the graph lacks; also a ``KeyError``.
+:class:`GuideError`
+    a guide that cannot be built or run.
+:class:`TrainingError`
+    training went wrong (a NaN loss, a checkpoint of another model); also a
+    ``FloatingPointError``.
+:class:`TuningError`
+    Boltzmann tuning cannot do what was asked.
+:class:`DataError`
+    a data set that cannot be loaded (a missing optional package, a
+    malformed file).
+:class:`CLIError`
+    a command-line argument the ``pgmdl`` program cannot use;
+    :class:`SpecError`, a model spec (``FILE.py:NAME``) that cannot be loaded.
 
 The rule of thumb: an :class:`ArgumentError` is fixed by changing *how the
 pgmdl function is called*; a :class:`ModelError` by changing *the model*.
