@@ -4,7 +4,10 @@
 :mod:`pgmdl.infer` read data the same way (:func:`prepare_data`): a tensor is
 the model's first positional argument, a tuple or list of tensors its
 positional arguments, a dict of tensors its keyword arguments, all batched
-along dimension 0 with the same length ``N``.
+along dimension 0 with the same length ``N``. Arguments that are not batched
+are given apart, as ``model_args`` (after the data's positional arguments)
+and ``model_kwargs``, the convention of every pgmdl function
+(:mod:`pgmdl.arguments`).
 
 Each epoch visits the ``N`` points in the order :func:`epoch_order` gives: a
 random permutation, which with a seed depends on ``(seed, epoch)`` only
@@ -27,7 +30,8 @@ from pgmdl.errors import ArgumentError, ArgumentTypeError
 PERMUTATION, PYRO, SETUP = 0, 1, 2
 
 Minibatch = tuple[tuple[Any, ...], dict[str, Any]]
-"""``(args, kwargs)`` a model and its guide are called with."""
+"""``(args, kwargs)`` a model and its guide are called with: the rows of the
+data, then the fixed (not batched) ``model_args`` and ``model_kwargs``."""
 
 
 def prepare_data(
@@ -118,9 +122,14 @@ def minibatch(
     kwargs: dict[str, torch.Tensor],
     fixed: dict[str, Any],
     rows: slice | torch.Tensor,
+    fixed_args: tuple[Any, ...] = (),
 ) -> Minibatch:
-    """The rows ``rows`` of every data tensor, with the fixed keyword arguments."""
-    return tuple(a[rows] for a in args), {**{k: v[rows] for k, v in kwargs.items()}, **fixed}
+    """The rows ``rows`` of every data tensor, followed by the fixed
+    positional arguments ``fixed_args``, with the fixed keyword arguments."""
+    return (
+        tuple(a[rows] for a in args) + fixed_args,
+        {**{k: v[rows] for k, v in kwargs.items()}, **fixed},
+    )
 
 
 def transform_minibatch(
@@ -129,8 +138,9 @@ def transform_minibatch(
     data: Any,
     fixed: dict[str, Any],
 ) -> Minibatch:
-    """Apply ``transform`` to a minibatch shaped like ``data`` (a tensor, a
-    tuple of tensors or a dict of the batched keyword arguments).
+    """Apply ``transform`` to the batched part of a minibatch, shaped like
+    ``data`` (a tensor, a tuple of tensors or a dict of the batched keyword
+    arguments); the fixed arguments are left as they are.
 
     Raises:
         ArgumentTypeError: ``transform`` returned something shaped otherwise.
@@ -142,14 +152,13 @@ def transform_minibatch(
             raise ArgumentTypeError(
                 f"transform must return a tensor for tensor data, got {type(out)}"
             )
-        return (out,), kwargs
+        return (out, *args[1:]), kwargs
     if isinstance(data, tuple | list):
-        out = transform(tuple(args))
-        if not isinstance(out, tuple | list) or len(out) != len(args):
-            raise ArgumentTypeError(
-                f"transform must return a tuple of {len(args)} tensors, got {out!r}"
-            )
-        return tuple(out), kwargs
+        n = len(data)
+        out = transform(tuple(args[:n]))
+        if not isinstance(out, tuple | list) or len(out) != n:
+            raise ArgumentTypeError(f"transform must return a tuple of {n} tensors, got {out!r}")
+        return (*out, *args[n:]), kwargs
     batched = {k: v for k, v in kwargs.items() if k not in fixed}
     out = transform(batched)
     if not isinstance(out, Mapping) or set(out) != set(batched):

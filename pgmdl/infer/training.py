@@ -67,6 +67,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
+from pgmdl.arguments import model_arguments
 from pgmdl.errors import ArgumentError, ArgumentTypeError, TrainingError
 from pgmdl.infer.checkpoint import (
     modules_of,
@@ -184,6 +185,7 @@ def fit(
     num_particles: int = 1,
     device: str | torch.device | None = None,
     shuffle: bool = True,
+    model_args: tuple = (),
     model_kwargs: Mapping[str, Any] | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = False,
@@ -230,8 +232,9 @@ def fit(
             moved.
         shuffle: draw each epoch's minibatches from a random permutation;
             ``False`` keeps the data order.
-        model_kwargs: fixed keyword arguments passed to model and guide on
-            every call (not batched).
+        model_args, model_kwargs: fixed arguments passed to model and guide
+            on every call (not batched), as in :func:`pgmdl.log_likelihood`:
+            ``model_args`` after the data's positional arguments.
         checkpoint: a file written (``torch.save``) at the end of every epoch:
             the param store, the optimizer state(s), the epoch, the step and
             the history so far.
@@ -289,7 +292,7 @@ def fit(
     args, kwargs, num_data, dev = prepare_data(data, device)
     if device is not None:
         move_modules(model, guide, dev)
-    fixed = _fixed_kwargs(model_kwargs, kwargs)
+    fixed_args, fixed = _fixed_arguments(model_args, model_kwargs, kwargs)
     optim = _check_optims(optim, guide_optim)
     if loss is None:
         loss = Trace_ELBO(num_particles=num_particles, vectorize_particles=False)
@@ -297,7 +300,7 @@ def fit(
     result = FitResult(device=dev)
     path = Path(checkpoint) if checkpoint is not None else None
     saved = read_checkpoint(path, dev) if resume and path is not None and path.exists() else None
-    first = minibatch(args, kwargs, fixed, slice(0, min(batch_size, num_data)))
+    first = minibatch(args, kwargs, fixed, slice(0, min(batch_size, num_data)), fixed_args)
     if seed is not None:
         pyro.set_rng_seed(derive_seed(seed, 0, SETUP))
     if guide_optim is not None or saved is not None:
@@ -312,6 +315,7 @@ def fit(
         args=args,
         kwargs=kwargs,
         fixed=fixed,
+        fixed_args=fixed_args,
         num_data=num_data,
         batch_size=batch_size,
         shuffle=shuffle,
@@ -396,13 +400,15 @@ def _check_options(
         raise ArgumentError("resume=True needs checkpoint=PATH: the file to resume from")
 
 
-def _fixed_kwargs(model_kwargs: Mapping[str, Any] | None, data_kwargs: dict) -> dict[str, Any]:
-    """The fixed keyword arguments, which must not name a data argument."""
-    fixed = dict(model_kwargs or {})
+def _fixed_arguments(
+    model_args: tuple, model_kwargs: Mapping[str, Any] | None, data_kwargs: dict
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The fixed arguments; the keywords must not name a data argument."""
+    fixed_args, fixed = model_arguments("fit", model_args, model_kwargs)
     clash = sorted(set(fixed) & set(data_kwargs))
     if clash:
         raise ArgumentError(f"model_kwargs and data both give {clash}; pass each argument once")
-    return fixed
+    return fixed_args, fixed
 
 
 def _check_optims(optim: PyroOptim | None, guide_optim: PyroOptim | None) -> PyroOptim:
@@ -495,6 +501,7 @@ class _Epochs:
     args: tuple[torch.Tensor, ...]
     kwargs: dict[str, torch.Tensor]
     fixed: dict[str, Any]
+    fixed_args: tuple[Any, ...]
     num_data: int
     batch_size: int
     shuffle: bool
@@ -519,7 +526,7 @@ class _Epochs:
         for index, low in enumerate(range(0, self.num_data, self.batch_size)):
             high = min(low + self.batch_size, self.num_data)
             rows = slice(low, high) if order is None else order[low:high]
-            batch = minibatch(self.args, self.kwargs, self.fixed, rows)
+            batch = minibatch(self.args, self.kwargs, self.fixed, rows, self.fixed_args)
             if self.transform is not None:
                 batch = transform_minibatch(batch, self.transform, self.data, self.fixed)
             where = f"step {result.steps + 1} (epoch {epoch}, batch {index + 1}/{self.per_epoch})"

@@ -259,6 +259,38 @@ def test_tuple_dict_data_and_model_kwargs(device):
     assert list(result.kl_bits[0]) == ["loc"]
 
 
+def test_model_args_follow_the_data_as_in_log_likelihood(device):
+    x = torch.randn(12, device=device)
+    calls = []
+
+    def model(x, scale):
+        calls.append((x.shape, scale))
+        loc = pyro.sample("loc", dist.Normal(torch.zeros((), device=x.device), 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(loc, scale), obs=x)
+
+    doubled = []
+
+    def transform(batch):
+        doubled.append(batch.shape)
+        return 2 * batch
+
+    fit(
+        model,
+        AutoNormal(model),
+        x,
+        epochs=1,
+        batch_size=5,
+        model_args=(2.0,),
+        progress=False,
+        transform=transform,
+    )
+    assert (torch.Size([5]), 2.0) in calls and {c[1] for c in calls} == {2.0}
+    assert torch.Size([2]) in doubled
+    with pytest.raises(ArgumentTypeError, match="model_args must be a tuple"):
+        fit(model, AutoNormal(model), x, model_args=[2.0], progress=False)
+
+
 def test_seed_makes_runs_identical(device):
     x = conjugate_data(40, device)
 
