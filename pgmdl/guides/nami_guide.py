@@ -62,7 +62,6 @@ read from the model argument it comes from, and pools over present parts only.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -77,19 +76,17 @@ from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_mean
 from pyro.params.param_store import param_with_module_name
-from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingError
-from pgmdl.graph.compile import compile_model, isolated_run
-from pgmdl.graph.masked_plate import MaskedPlate, align_to_plate
+from pgmdl.graph.compile import compile_model
+from pgmdl.graph.masked_plate import MaskedPlate
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import ORDERS, InverseGraph, invert
 from pgmdl.graph.plated import PlateLink
-from pgmdl.graph.sites import PLATE_MASKS_KEY, PlateInfo, SiteMask
-from pgmdl.graph.tracing import ALIGNED, model_signature, unwrap_distribution
-from pgmdl.graph.views import ArgumentRef
-from pgmdl.guides.bindings import ArgumentReader, view_binding
+from pgmdl.graph.sites import PlateInfo, SiteMask
+from pgmdl.graph.tracing import unwrap_distribution
+from pgmdl.guides.bindings import GuideBinder, describe_given, sometimes_observed
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
     Family,
@@ -297,7 +294,6 @@ class NaMIGuide(AutoGuide):
         self.enumerate = enumerate
         self.path_derivative = path_derivative
         self.bindings = dict(bindings or {})
-        self._user_bindings = frozenset(self.bindings)
         self.init_loc_fn = init_loc_fn
         self.init_scale = _check_init_scale(init_scale)
         self.fan_in_scaled = bool(fan_in_scaled)
@@ -374,12 +370,10 @@ class NaMIGuide(AutoGuide):
         self._guide_plates = list(self.plan.plates)
         self._max_depth = self.plan.max_depth
         self._read_by = set(self.plan.read)
-        self._bind_derived_sites(graph)
-        self._bind_views(graph)
-        self._bind_aligned_inputs(graph)
-        self._reader = ArgumentReader(self.model, self.bindings)
-        arguments = self._reader.bind(args, kwargs)
-        self._check_multiset_masks(graph, arguments)
+        self._binder = GuideBinder(self.model, graph, self.bindings)
+        self.bindings = self._binder.bindings
+        arguments = self._binder.bind(args, kwargs)
+        self._binder.check_plate_masks(arguments, self._model_trace)
         self._masks = self._mask_readers(graph)
         self._given_shapes = self._read_given_shapes(graph, arguments)
         self._witness = self._plate_witnesses(graph, arguments)
@@ -506,45 +500,6 @@ class NaMIGuide(AutoGuide):
         )
         return joint_conditional(joint.provider).build(request)
 
-    def _check_multiset_masks(self, graph: ModelGraph, arguments: dict[str, Any]) -> None:
-        """The mask a multiset plate reads from the arguments is the model's mask."""
-        for plate, info in graph.plates.items():
-            if not info.multiset:
-                continue
-            if plate in self.bindings or info.mask_argument is None:
-                mask = self._multiset_mask(arguments, plate)  # a binding, or a clear error
-            else:
-                mask = self._read(arguments, f"mask of plate {plate!r}", info.mask_argument)
-            site = next(s for s in info.sites if s in self._model_trace.nodes)
-            used = self._model_trace.nodes[site]["infer"][PLATE_MASKS_KEY][plate]
-            same = mask.shape == used.shape and mask.dtype == used.dtype
-            if not same or not bool(torch.equal(mask, used.to(mask.device))):
-                source = "given binding" if plate in self.bindings else "argument"
-                raise GuideError(
-                    f"the mask of multiset plate {plate!r} is computed inside the model, not "
-                    f"the {source} {info.mask_argument!r} it comes from: the guide cannot read it "
-                    "at call time. Pass the mask itself as a model argument, or give "
-                    f"NaMIGuide(model, bindings={{{plate!r}: lambda arguments: ...}}) computing it"
-                )
-
-    def _multiset_mask(self, arguments: dict[str, Any], plate: str) -> torch.Tensor:
-        info = self.graph.plates[plate]
-        path = plate if plate in self.bindings else info.mask_argument
-        if path is None:
-            raise GuideError(
-                f"the mask of multiset plate {plate!r} is computed inside the model, so the guide "
-                "cannot read it at call time. Pass the mask as a model argument "
-                f"(multiset_plate({plate!r}, mask) with mask an argument), or give "
-                f"NaMIGuide(model, bindings={{{plate!r}: lambda arguments: ...}}) computing it"
-            )
-        mask = self._read(arguments, f"mask of multiset plate {plate!r}", path)
-        if mask.dtype != torch.bool:
-            raise GuideError(
-                f"the mask of multiset plate {plate!r} (argument {path!r}) has dtype "
-                f"{mask.dtype}; it must be boolean, as in the model"
-            )
-        return mask
-
     def _standardized(self, graph: ModelGraph, name: str) -> bool:
         """Whether parent ``name`` is standardized rather than only scaled down to
         unit scale (:class:`~pgmdl.nn.ParentNorm`): every parent with
@@ -579,7 +534,7 @@ class NaMIGuide(AutoGuide):
                         f"NaMIGuide(model, bindings={{{name!r}: lambda arguments: ...}}) computing "
                         "it from the model's arguments."
                     )
-                value = self._read(arguments, name, path)
+                value = self._binder.read(arguments, name, path)
                 if not self._is_observed_value(name, value):
                     raise GuideError(
                         f"observed site {name!r} is computed from argument {path!r} (shape "
@@ -593,7 +548,7 @@ class NaMIGuide(AutoGuide):
                 if depth == 0:
                     shape = tuple(info.batch_shape) + shape
             else:
-                value = self._read(arguments, name, name)
+                value = self._binder.read(arguments, name, name)
                 depth = max(
                     (-graph.plates[p].dim for p in self.inverse.dag.nodes[name]["plates"]),
                     default=0,
@@ -610,7 +565,7 @@ class NaMIGuide(AutoGuide):
         may read zero-filled data for a masked site, say) but told once: a wrong
         binding would otherwise train a guide on the wrong data silently."""
         observed = self._model_trace.nodes[name]["value"]
-        if name in self._user_bindings:
+        if name in self._binder.user_bindings:
             candidate = self._subsampled_like(name, value)
             same = candidate.shape == observed.shape and bool(
                 torch.allclose(candidate.to(observed), observed, rtol=1e-5, atol=1e-6)
@@ -645,7 +600,7 @@ class NaMIGuide(AutoGuide):
         """For each vectorized plate, a given value carrying it: (name, dim from the right)."""
         witness = {}
         for name, (_, shape) in self._given_shapes.items():
-            value = self._read(arguments, name, self._path(graph, name))
+            value = self._binder.read(arguments, name)
             for plate in self.inverse.dag.nodes[name]["plates"]:
                 info = graph.plates[plate]
                 position = value.dim() - len(shape) + info.dim
@@ -653,86 +608,6 @@ class NaMIGuide(AutoGuide):
                 if plate not in witness and position >= 0 and value.shape[position] in sizes:
                     witness[plate] = (name, len(shape) - info.dim)
         return witness
-
-    def _bind_derived_sites(self, graph: ModelGraph) -> None:
-        """Bind observed sites whose value is a function of another observed site's
-        value (``SiteInfo.derived_from``: the coarse levels of a multiscale
-        observation) to that function of the source's argument."""
-        for name, info in graph.sites.items():
-            if name in self.bindings or not info.derived_from or not info.is_observed:
-                continue
-            source, fn = info.derived_from
-            if source in self.bindings:
-                path = source
-            elif source in graph.sites and graph[source].bound_argument is not None:
-                path = graph[source].bound_argument
-            else:
-                continue  # reported by _read_given_shapes if the guide needs the site
-
-            def read(arguments: dict[str, Any], path: str = path, fn: Callable = fn) -> Any:
-                value = self._reader.read(arguments, path)
-                return None if value is None else fn(value)
-
-            self.bindings[name] = read
-
-    def _bind_views(self, graph: ModelGraph) -> None:
-        """Bind observed sites whose value is a view of an argument
-        (``obs=data[:, 0]``, ``obs=x.reshape(-1, 784)``) to that view of this
-        call's argument (:func:`~pgmdl.guides.bindings.view_binding`)."""
-        for name, info in graph.sites.items():
-            view = info.bound_view
-            if name in self.bindings or view is None or not info.is_observed:
-                continue
-            if not view.derivation:
-                continue  # the argument itself: read by its path
-
-            def read(arguments: dict[str, Any], path: str) -> Any:
-                return self._reader.read_argument(arguments, path)
-
-            self.bindings[name] = view_binding(read, name, view)
-
-    def _bind_aligned_inputs(self, graph: ModelGraph) -> None:
-        """Bind inputs a multiset plate moved to its layout (``"labels@parts"``,
-        :meth:`~pgmdl.multiset.MultisetPlate.align`) to the same move of the argument."""
-        for name in graph.inputs:
-            path, sep, plate = name.rpartition(ALIGNED)
-            if not sep or name in self.bindings or plate not in graph.plates:
-                continue
-            dim = graph.plates[plate].dim
-
-            def read(
-                arguments: dict[str, Any], path: str = path, plate: str = plate, dim: int = dim
-            ) -> Any:
-                value = self._reader.read(arguments, path)
-                if value is None:
-                    return None
-                mask = self._multiset_mask(arguments, plate)
-                return align_to_plate(torch.as_tensor(value), mask.dim() - 1, dim)
-
-            self.bindings[name] = read
-
-    def _path(self, graph: ModelGraph, name: str) -> str:
-        if name in self.bindings or name not in graph.sites:
-            return name
-        return graph[name].bound_argument  # type: ignore[return-value]
-
-    def _read(self, arguments: dict[str, Any], name: str, path: str) -> torch.Tensor:
-        try:
-            value = self._reader.read(arguments, path)
-        except (KeyError, IndexError, TypeError) as err:
-            raise GuideError(
-                f"the guide reads {_what(self.graph, name)} from argument {path!r}, which this "
-                f"call does not have ({err!r})"
-            ) from err
-        if value is None:
-            raise GuideError(
-                f"the guide conditions on {_what(self.graph, name)}, read from argument {path!r}, "
-                "which is None in this call. Call the guide with the observed data; to generate "
-                "from the model, run the model alone."
-            )
-        if not isinstance(value, torch.Tensor):
-            value = torch.as_tensor(value)
-        return value
 
     def _device(self, args: tuple, kwargs: dict) -> torch.device:
         if self.device_option is not None:
@@ -803,7 +678,7 @@ class NaMIGuide(AutoGuide):
         """Sample every latent site the guide owns; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        arguments = self._reader.bind(args, kwargs)
+        arguments = self._binder.reader.bind(args, kwargs)
         values = {name: self._given_value(arguments, name) for name in self._given_shapes}
         plates, index = self._plates(values, args, kwargs, arguments)
         values = self._subsample(values, plates, index)
@@ -896,7 +771,7 @@ class NaMIGuide(AutoGuide):
             view = mask.source
 
             def from_argument(arguments: dict[str, Any], values: dict) -> torch.Tensor:
-                value = self._reader.read_argument(arguments, view.path)
+                value = self._binder.reader.read_argument(arguments, view.path)
                 return view.replay(torch.as_tensor(value)).bool()
 
             return from_argument
@@ -959,7 +834,7 @@ class NaMIGuide(AutoGuide):
         batch of a semi-supervised model: ``obs=ys`` with ``ys`` given)."""
         given = {}
         for site, view in self._sometimes.items():
-            value = self._reader.read_argument(arguments, view.path)
+            value = self._binder.reader.read_argument(arguments, view.path)
             if value is None:
                 continue
             value = view.replay(torch.as_tensor(value))
@@ -972,16 +847,16 @@ class NaMIGuide(AutoGuide):
         return given
 
     def _given_value(self, arguments: dict[str, Any], name: str) -> torch.Tensor:
-        value = self._read(arguments, name, self._path(self.graph, name))
+        value = self._binder.read(arguments, name)
         depth, shape = self._given_shapes[name]
         batch_dims = value.dim() - len(shape)
         if batch_dims < 0 or tuple(value.shape[batch_dims:]) != shape or batch_dims > depth:
             raise GuideError(
-                f"{_what(self.graph, name)} has shape {tuple(value.shape)} in this call; the guide "
-                f"was built for values of shape (<plates>..., {', '.join(map(str, shape))}) "
-                f"(one replicate is {tuple(shape)}, inside plates "
-                f"{list(self.inverse.dag.nodes[name]['plates'])}). Pass data shaped like the data "
-                "the guide was first called with."
+                f"{describe_given(self.graph, name)} has shape {tuple(value.shape)} in this call; "
+                "the guide was built for values of shape "
+                f"(<plates>..., {', '.join(map(str, shape))}) (one replicate is "
+                f"{tuple(shape)}, inside plates {list(self.inverse.dag.nodes[name]['plates'])}). "
+                "Pass data shaped like the data the guide was first called with."
             )
         return value
 
@@ -1006,7 +881,7 @@ class NaMIGuide(AutoGuide):
                 plates[name] = user[name]
                 continue
             if info.multiset:
-                plates[name] = MaskedPlate(name, self._multiset_mask(arguments, name), info.dim)
+                plates[name] = MaskedPlate(name, self._binder.plate_mask(arguments, name), info.dim)
                 continue
             size, subsample = info.size, info.subsample_size
             device = None
@@ -1090,129 +965,6 @@ class NaMIGuide(AutoGuide):
 # ---------------------------------------------------------------------- helpers
 
 
-def sometimes_observed(
-    model: Callable[..., Any], graph: ModelGraph, args: tuple, kwargs: dict
-) -> tuple[dict[str, ArgumentRef], tuple, dict]:
-    """Sites the model observes in some calls and samples in others, and the
-    call with all of them latent.
-
-    A semi-supervised model takes ``ys=None`` and writes
-    ``pyro.sample("y", ..., obs=ys)``: labelled batches observe ``y``,
-    unlabelled ones sample it. Such a site is found from either kind of call:
-
-    * observed here, bound to a parameter whose default is ``None``: the
-      model is traced once more with that argument ``None``, and the site
-      must turn latent;
-    * latent here while a parameter with default ``None`` is ``None``: the
-      model is traced with that argument set to the site's own sampled
-      value, and the site must turn observed with that argument as its value.
-
-    Only a site with observed descendants when latent counts: ``model(x=None)``
-    that *generates* ``x`` leaves nothing to infer ``x`` from.
-
-    Returns ``({site: view of its argument}, args, kwargs)`` where the
-    arguments of the sites found are set to ``None``.
-    """
-    try:
-        signature = model_signature(model)
-        bound = signature.bind(*args, **kwargs)
-    except (TypeError, ValueError):
-        return {}, args, kwargs
-    optional = {
-        name
-        for name, p in signature.parameters.items()
-        if p.default is None
-        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    if not optional:
-        return {}, args, kwargs
-
-    def call_with(name: str, value: Any) -> tuple[tuple, dict]:
-        changed = signature.bind(*args, **kwargs)
-        changed.arguments[name] = value
-        return changed.args, changed.kwargs
-
-    def probe(name: str, value: Any) -> ModelGraph | None:
-        probe_args, probe_kwargs = call_with(name, value)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return compile_model(
-                    model, model_args=probe_args, model_kwargs=probe_kwargs, num_traces=1
-                )
-            except Exception:  # noqa: BLE001 - a probe the model does not accept
-                return None
-
-    found: dict[str, ArgumentRef] = {}
-    for site, info in graph.sites.items():
-        view = info.bound_view
-        if info.is_observed and view is not None and view.path in optional:
-            latent = probe(view.path, None)
-            if latent is not None and _inferred_when_latent(latent, site):
-                found[site] = view
-    unset = [n for n in optional if bound.arguments.get(n) is None and n not in found]
-    if unset:
-        with isolated_run():
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
-        for name in unset:
-            # which sites take the argument as obs= (cheap: one run with a marker);
-            # if the model transforms it first, every latent site is a candidate
-            candidates = _sites_observing(model, call_with(name, _PROBE))
-            if candidates is None:
-                candidates = list(graph.latent_sites)[:_MAX_PROBES]
-            for site in candidates:
-                value = trace.nodes[site]["value"] if site in trace.nodes else None
-                if graph[site].enumerate or not isinstance(value, torch.Tensor):
-                    continue
-                observed = probe(name, value.detach())
-                view = observed[site].bound_view if observed and site in observed.sites else None
-                if (
-                    view is not None
-                    and view.path == name
-                    and observed[site].is_observed
-                    and _inferred_when_latent(graph, site)
-                ):
-                    found[site] = view
-                    break
-    if not found:
-        return {}, args, kwargs
-    latent_args = signature.bind(*args, **kwargs)
-    for view in found.values():
-        latent_args.arguments[view.path] = None
-    return found, latent_args.args, latent_args.kwargs
-
-
-_PROBE = object()  # stands for an optional argument while looking for its obs= site
-_MAX_PROBES = 16
-
-
-class _ProbeCatcher(Messenger):
-    """Turn ``obs=_PROBE`` into a latent site, noting the site's name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sites: list[str] = []
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if msg["value"] is _PROBE:
-            self.sites.append(msg["name"])
-            msg["value"] = None
-            msg["is_observed"] = False
-
-
-def _sites_observing(model: Callable[..., Any], call: tuple[tuple, dict]) -> list[str] | None:
-    """The sites that take the probe marker as ``obs=`` (None: the model could
-    not run with it, e.g. it computes with the argument first)."""
-    catcher = _ProbeCatcher()
-    try:
-        with isolated_run(), poutine.block(), catcher, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            poutine.trace(model).get_trace(*call[0], **call[1])
-    except Exception:  # noqa: BLE001 - the model does not accept the marker
-        return None
-    return catcher.sites
-
-
 def _check_init_scale(
     init_scale: float | Mapping[str, float] | None,
 ) -> float | dict[str, float] | None:
@@ -1266,13 +1018,6 @@ def _size(plates: dict[str, Any], name: str) -> int:
     """A plate's size in this call (a plate without a size: the data's)."""
     plate = plates[name]
     return plate.subsample_size if plate.subsample_size >= 0 else plate.data_size
-
-
-def _inferred_when_latent(graph: ModelGraph, site: str) -> bool:
-    """``site`` is latent in ``graph`` and some observed site depends on it."""
-    if site not in graph.sites or not graph[site].is_latent:
-        return False
-    return any(graph[d].is_observed for d in nx.descendants(graph.dag, site))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1334,9 +1079,3 @@ def _tensors(obj: Any):  # noqa: ANN202
     elif isinstance(obj, dict):
         for item in obj.values():
             yield from _tensors(item)
-
-
-def _what(graph: ModelGraph | None, name: str) -> str:
-    if graph is not None and name in graph.sites:
-        return f"observed site {name!r}"
-    return f"model input {name!r}"

@@ -99,7 +99,7 @@ def test_a_mask_computed_inside_the_model_needs_a_binding():
     x = torch.randn(3)
     # the compiler sees which argument the mask comes from; the guide checks it is the mask
     assert pgmdl.compile(model, sizes, labels, x).plates["parts"].mask_argument == "sizes"
-    with pytest.raises(GuideError, match=r"mask of multiset plate 'parts' is computed inside"):
+    with pytest.raises(GuideError, match=r"mask of masked plate 'parts' is computed inside"):
         pgmdl.NaMIGuide(model).setup(sizes, labels, x)
 
     def mask_of(arguments):
