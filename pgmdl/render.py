@@ -54,6 +54,7 @@ from pgmdl.arguments import model_arguments
 from pgmdl.errors import ModelError, RenderWarning
 from pgmdl.graph import InverseGraph, ModelGraph, compile_model, invert
 from pgmdl.graph.tracing import ALIGNED
+from pgmdl.guides.plan import GuidePlan
 
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
@@ -65,10 +66,12 @@ EDGE_STYLES: dict[str, dict[str, str]] = {
     "fill-in": {"style": "dashed", "color": "firebrick"},
     "prior": {"color": "gray55"},
     "augment": {"style": "dotted", "color": "steelblue"},
+    "mean-field": {"style": "dashed", "color": "steelblue"},
 }
 """Graphviz attributes of each edge kind: model edges (``data``,
 ``control``, ``input``) and inverse edges (``inverse``, ``moral``,
-``fill-in``, ``prior``, ``augment``)."""
+``fill-in``, ``prior``, ``augment``; ``mean-field``: a given node a
+mean-field plan conditions a site on, not an edge of the inverse)."""
 
 POOLED_EDGE_STYLE: dict[str, str] = {"penwidth": "2.5", "arrowhead": "veevee"}
 """Added to an inverse edge along which the site pools all replicates of its
@@ -102,7 +105,9 @@ LEGEND: dict[str, str] = {
     "edge:fill-in": "guide: fill-in, added when a latent between the two was eliminated",
     "edge:prior": "guide: model edge into a latent no observation informs (prior)",
     "edge:augment": "guide: extra edge (augment=True)",
+    "edge:mean-field": "guide: mean field, a given node the site depends on",
     "pooled": "guide: pools all replicates of the parent over a plate (set encoder)",
+    "free": "guide: global latent with free parameters (no parents)",
 }
 """What each style means, by legend key: ``"node:<kind>"`` (:data:`NODE_STYLES`),
 ``"edge:<kind>"`` (:data:`EDGE_STYLES`), ``"joint"``
@@ -131,7 +136,7 @@ def render(
     show_shapes: bool = False,
     show_inputs: bool = True,
     rankdir: str = "TB",
-    guide: str | InverseGraph | None = None,
+    guide: str | InverseGraph | GuidePlan | None = None,
     order: str | Sequence[str] = "min-fill",
     augment: bool = False,
     legend: bool | None = None,
@@ -157,8 +162,10 @@ def render(
             site values, e.g. a conditional VAE's context) as dashed boxes.
         rankdir: Graphviz's layout direction (``"TB"`` or ``"LR"``).
         guide: ``"nami"`` to draw the model's NaMI inverse (the structure of
-            its amortized guide) beside it, or an
-            :class:`~pgmdl.graph.InverseGraph` of this model to draw.
+            its amortized guide) beside it, an
+            :class:`~pgmdl.graph.InverseGraph` of this model to draw, or a
+            :class:`~pgmdl.guides.plan.GuidePlan` (``NaMIGuide(...).plan``:
+            the guide as built, free sites and joint conditionals marked).
         order, augment: passed to :func:`pgmdl.invert` when ``guide="nami"``.
         legend: add a box explaining the styles the drawing uses
             (:data:`LEGEND`); by default only beside a guide.
@@ -208,10 +215,16 @@ def render(
     if guide is None:
         used = add_panel(dot, graph, **options)
     else:
-        inverse = _inverse(graph, guide, order, augment)
         title = "model" if graph.model_name == "model" else f"model {graph.model_name}"
-        used = add_panel(dot, graph, panel="model", label=title, **options)
-        used |= add_inverse_panel(dot, inverse, **options)
+        if isinstance(guide, GuidePlan):
+            if not guide.inverse.belongs_to(graph):
+                raise ModelError("render(guide=...) got the plan of a different model's guide")
+            used = add_panel(dot, graph, panel="model", label=title, **options)
+            used |= add_plan_panel(dot, guide, **options)
+        else:
+            inverse = _inverse(graph, guide, order, augment)
+            used = add_panel(dot, graph, panel="model", label=title, **options)
+            used |= add_inverse_panel(dot, inverse, **options)
     if legend or (legend is None and guide is not None):
         add_legend(dot, used)
     if filename is not None:
@@ -275,6 +288,62 @@ def add_inverse_panel(
         show_inputs=show_inputs,
         edges=edges,
         sites=[n for n in graph.sites if n in kinds],
+        edge_attrs=edge_attrs,
+        node_attrs=node_attrs,
+    )
+
+
+def add_plan_panel(
+    dot: graphviz.Digraph,
+    plan: GuidePlan,
+    *,
+    panel: str = "guide",
+    label: str | None = None,
+    show_distributions: bool = False,
+    show_shapes: bool = False,
+    show_inputs: bool = True,
+) -> set[str]:
+    """Add a guide plan (:class:`~pgmdl.guides.plan.GuidePlan`) to ``dot`` as its own
+    panel: each sampled site with the parents it reads (edges styled by their
+    kind in the inverse, pooled reads thick), free sites and joint
+    conditionals marked, enumerated sites noted.
+
+    Returns:
+        the :data:`LEGEND` keys of the styles the panel uses.
+    """
+    graph, inverse = plan.graph, plan.inverse
+    edges, edge_attrs, node_attrs, used = [], {}, {}, set()
+    for site in plan.sites:
+        for parent in site.parents:
+            source = f"input {parent.name}" if parent.kind == "input" else parent.name
+            if inverse.dag.has_edge(parent.name, site.name):
+                kind = inverse.edge_kind(parent.name, site.name)
+            else:
+                kind = "mean-field"
+            edges.append((source, site.name, kind))
+            if parent.link.pooled:
+                edge_attrs[source, site.name] = POOLED_EDGE_STYLE
+                used.add("pooled")
+        if site.free:
+            node_attrs[site.name] = {"note": "free parameters"}
+            used.add("free")
+        if site.joint is not None:
+            note = f"joint over {site.joint.plate}, {site.joint.provider}"
+            node_attrs[site.name] = {**JOINT_NODE_STYLE, "note": note}
+            used.add("joint")
+    for site in plan.enumerated:
+        node_attrs[site] = {"note": "enumerated by the model"}
+    drawn = set(plan.order) | set(plan.enumerated) | set(graph.observed_sites)
+    return used | add_panel(
+        dot,
+        graph,
+        panel=panel,
+        label=label or f"guide plan ({plan.structure}, {plan.strategy})",
+        show_distributions=show_distributions,
+        show_shapes=show_shapes,
+        show_inputs=show_inputs,
+        edges=edges,
+        sites=[n for n in graph.sites if n in drawn],
         edge_attrs=edge_attrs,
         node_attrs=node_attrs,
     )
@@ -479,6 +548,8 @@ def add_legend(dot: graphviz.Digraph, used: Iterable[str]) -> list[str]:
                 style = dict(NODE_STYLES[key[5:]])
             elif key == "joint":
                 style = {**NODE_STYLES["latent"], **JOINT_NODE_STYLE}
+            elif key == "free":
+                style = dict(NODE_STYLES["latent"])
             elif key == "multiset":
                 style = {"shape": "box", "style": "dashed,rounded"}
             else:  # a plate

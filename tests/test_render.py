@@ -340,3 +340,33 @@ def test_input_view_of_ordinary_and_aligned_inputs(graph):
     labels, mask = torch.randn(2, 2), torch.ones(2, 2, dtype=torch.bool)
     aligned = pgmdl.compile(part_model, labels, mask)
     assert render_module.input_view(aligned, "labels@parts")[:2] == ("labels", ("data", "parts"))
+
+
+def test_a_guide_plan_is_drawn_with_free_sites_and_mean_field_edges():
+    from pgmdl.guides.plan import plan_guide
+    from pgmdl.render import node_id
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", dist.Normal(mu, 1.0))
+            z1 = pyro.sample("z1", dist.Normal(z2, 1.0))
+            pyro.sample("x", dist.Normal(z1, 1.0), obs=x)
+
+    x = torch.zeros(4)
+    graph = pgmdl.compile(model, x)
+    plan = plan_guide(graph, structure="mean-field")
+    source = pgmdl.render(graph, guide=plan).source
+    assert "guide plan (mean-field, min-fill)" in source
+    assert "free parameters" in source  # mu
+    edge = f"{node_id('guide', 'x')} -> {node_id('guide', 'z2')}"
+    assert edge in source  # mean field: z2 reads x, not z1
+    assert f"{node_id('guide', 'z1')} -> {node_id('guide', 'z2')}" not in source
+    assert "mean field, a given node the site depends on" in source  # its legend entry
+    guide = pgmdl.NaMIGuide(model).setup(x)
+    nami = pgmdl.render(graph, guide=guide.plan).source
+    assert f"{node_id('guide', 'z1')} -> {node_id('guide', 'z2')}" in nami
+    assert "mean field" not in nami
+    other = pgmdl.compile(lambda y: pyro.sample("y", dist.Normal(0.0, 1.0), obs=y), x)
+    with pytest.raises(pgmdl.ModelError, match="plan of a different model"):
+        pgmdl.render(other, guide=plan)

@@ -141,6 +141,9 @@ class GuidePlan:
         max_depth: the number of batch dimensions the model's plates use.
         inverse: the inverse the plan follows (its elimination order
             adjusted as in the module docstring).
+        strategy: the elimination order asked for (the ``strategy`` of the
+            inverse given to :func:`plan_guide`: ``"min-fill"``, ``"reverse"``,
+            ``"topological"`` or ``"explicit"``).
     """
 
     structure: str
@@ -150,6 +153,7 @@ class GuidePlan:
     plates: tuple[str, ...]
     max_depth: int
     inverse: InverseGraph = field(compare=False, repr=False)
+    strategy: str = "min-fill"
 
     @property
     def graph(self) -> ModelGraph:
@@ -205,7 +209,7 @@ class GuidePlan:
     def summary(self) -> str:
         """A readable account of the plan, one line per site."""
         lines = [
-            f"GuidePlan ({self.structure}): {len(self.sites)} sampled site(s), "
+            f"GuidePlan ({self.structure}, {self.strategy}): {len(self.sites)} sampled site(s), "
             f"{len(self.free)} free, {len(self.joint)} joint"
         ]
         lines += [f"  {site.describe()}" for site in self.sites]
@@ -221,6 +225,7 @@ class GuidePlan:
         """A JSON-ready description."""
         return {
             "structure": self.structure,
+            "strategy": self.strategy,
             "sites": [
                 {
                     "name": s.name,
@@ -287,7 +292,7 @@ def plan_guide(
         ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
         >>> plan = plan_guide(pgmdl.compile(model, torch.zeros(5)))
         >>> print(plan.summary())
-        GuidePlan (nami): 2 sampled site(s), 1 free, 0 joint
+        GuidePlan (nami, min-fill): 2 sampled site(s), 1 free, 0 joint
           q(mu): free parameters
           q(z | x (same data), mu (broadcast over data)): amortized
           reads: x
@@ -336,7 +341,9 @@ def plan_guide(
     )
     depth = max((-p.dim for p in graph.plates.values() if p.dim is not None), default=0)
     enumerated = tuple(s for s in inverse.order if graph[s].enumerate)
-    return GuidePlan(structure, sites, enumerated, tuple(given), plates, depth, inverse)
+    return GuidePlan(
+        structure, sites, enumerated, tuple(given), plates, depth, inverse, str(order_name)
+    )
 
 
 def free_sites(graph: ModelGraph, global_latents: str = "auto") -> frozenset[str]:
