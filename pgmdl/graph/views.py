@@ -53,7 +53,7 @@ class PlateIndex:
 class ViewOp:
     """One recorded view operation: ``func(SELF, *args, **kwargs)[output]``.
 
-    Args:
+    Attributes:
         func: the torch function or ``Tensor`` method.
         args: its arguments, :data:`SELF` standing for the viewed tensor.
         kwargs: its keywords.
