@@ -263,6 +263,7 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             masks=site.masks,
             inputs=tuple(sorted(inputs)),
             enumerate=site.enumerate,
+            markov=site.markov,
             observation=site.observation,
             metadata=site.metadata,
             derived_from=site.derived_from,

@@ -151,6 +151,8 @@ class SiteInfo:
         inputs: model arguments that feed the site's distribution without
             being the value of any site (a conditional VAE's context ``c``).
         enumerate: the site's ``infer["enumerate"]`` hint, if any.
+        markov: the site is sampled inside a ``pyro.markov`` context (one
+            step of a time loop, :mod:`pgmdl.graph.time`).
         observation: the lines plug-ins ask to draw under the site's name
             (:func:`pgmdl.render`), from their site metadata (:mod:`pgmdl.plugins`:
             :mod:`pgmdl.observe` describes a quasi-deterministic
@@ -180,6 +182,7 @@ class SiteInfo:
     bound_view: ArgumentRef | None = field(default=None, compare=False, repr=False)
     inputs: tuple[str, ...] = ()
     enumerate: str | None = None
+    markov: bool = False
     observation: str | None = None
     derived_from: tuple[str, Callable[[Any], Any]] | None = field(default=None, compare=False)
     masks: tuple[SiteMask, ...] = field(default=(), compare=False, repr=False)
@@ -217,6 +220,7 @@ class SiteInfo:
             "bound_view": self.bound_view.describe() if self.bound_view is not None else None,
             "inputs": list(self.inputs),
             "enumerate": self.enumerate,
+            "markov": self.markov,
             "observation": self.observation,
             "derived_from": self.derived_from[0] if self.derived_from else None,
             "metadata": sorted(self.metadata),

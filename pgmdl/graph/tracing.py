@@ -93,6 +93,7 @@ class SiteRecord:
     observation: str | None = None
     derived_from: tuple[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    markov: bool = False  # inside a pyro.markov context (a step of a time loop)
     parent_refs: frozenset[ArgumentRef] = frozenset()
     value_ref: ArgumentRef | None = None
     masks: tuple[SiteMask, ...] = ()
@@ -471,6 +472,7 @@ class _SiteRecorder(Messenger):
                 for f in msg["cond_indep_stack"]  # Pyro keeps it outermost first
             ),
             enumerate=msg["infer"].get("enumerate"),
+            markov=bool(msg["infer"].get("_markov_depth")),
             order=len(self.record.sites),
             parent_sites=parent_sites - {name},
             parent_args=parent_args,
