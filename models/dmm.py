@@ -162,7 +162,7 @@ model = dmm.model
 
 def example_args() -> tuple[tuple, dict]:
     """Four SYNTHETIC pendulum sequences of 5 frames (16 pixels), lengths 5, 3, 5, 2."""
-    from pgmdl.datasets.pendulum import pendulum
+    from pgmdl.datasets.controlled_pendulum import pendulum
 
     data = pendulum(4, 5, generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([5, 3, 5, 2])

@@ -29,9 +29,16 @@ MODULES = [
     "pgmdl.boltzmann.diagnostics",
     "pgmdl.infer.likelihood",
     "pgmdl.infer.missing",
-    "pgmdl.datasets.sines",
-    "pgmdl.datasets.colour_anchors",
-    "pgmdl.datasets.households",
+    "pgmdl.datasets.sine_sums",
+    "pgmdl.datasets.anchor_images",
+    "pgmdl.datasets.household_power",
+    "pgmdl.datasets.state_space",
+    "pgmdl.datasets.controlled_pendulum",
+    "pgmdl.graph.time",
+    "pgmdl.guides.plan",
+    "pgmdl.guides.bindings",
+    "pgmdl.guides.nami_guide",
+    "pgmdl.nn.residual",
 ]
 
 

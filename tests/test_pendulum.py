@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-import pgmdl.datasets.pendulum as pendulum_module
-from pgmdl.datasets.pendulum import (
+import pgmdl.datasets.controlled_pendulum as pendulum_module
+from pgmdl.datasets.controlled_pendulum import (
     PendulumDynamics,
     PendulumSample,
     pendulum,

@@ -16,7 +16,7 @@ from pyro.poutine.subsample_messenger import _Subsample
 import pgmdl
 from models.dmm import DMM
 from models.dvbf import DVBF, FullyProbabilisticSSM
-from pgmdl.datasets.pendulum import pendulum
+from pgmdl.datasets.controlled_pendulum import pendulum
 from tests.conftest import load_zoo
 
 T, N = 5, 4

@@ -81,6 +81,8 @@ class Tuner:
 
     # -- setup: devices, base samples, checks
     def setup(self) -> None:
+        """Draw the criterion's base samples and check that it is differentiable
+        with respect to the tuned sites."""
         self.base_samples()
         self.check_differentiable()
 
@@ -149,6 +151,8 @@ class Tuner:
         return "identity"
 
     def inner(self, lam: float) -> TuningStep:
+        r"""Train the flows at one :math:`\lambda` (eq. 10.19); returns the step,
+        also appended to the tuned model's ``history``."""
         tuned = self.tuned
         how = self.start(lam)
         params = [p for p in tuned.flows.parameters() if p.requires_grad]
@@ -197,6 +201,8 @@ class Tuner:
         max_updates: int,
         rtol: float,
     ) -> TunedModel:
+        r"""Reach a given :math:`\lambda`, a target KL or a target value of the
+        criterion (whichever is not ``None``, in that order)."""
         if lam is not None:
             self.inner(float(lam))
         elif target_kl is not None:
@@ -206,6 +212,7 @@ class Tuner:
         return self.tuned
 
     def reach_kl(self, target: float, max_updates: int, rtol: float) -> None:
+        """The outer loop for a target KL (Algorithm 10.1)."""
         s = self.s
         lo, hi = 0.0, math.inf
         lam_n = math.sqrt(2.0 * target)  # K(0)=0, K'(0)=0, K''(0)=Var_n=1
@@ -239,6 +246,7 @@ class Tuner:
         )
 
     def reach_value(self, target: float, max_updates: int, rtol: float) -> None:
+        """The outer loop for a target value of the criterion's mean (Algorithm 10.2)."""
         s, m0 = self.s, self.m
         sign = 1.0 if target >= m0 else -1.0
         goal = sign * (target - m0) / s  # > 0 in the signed, normalized units

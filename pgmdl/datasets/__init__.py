@@ -8,7 +8,12 @@ SYNTHETIC saturated sums of sine curves (:func:`sines`, in
 (:func:`colour_anchors`, in :mod:`pgmdl.datasets.anchor_images`) and SYNTHETIC
 weekly electricity consumption of sets of households, calibrated on one real
 household's measurements (:func:`households`, in
-:mod:`pgmdl.datasets.household_power`).
+:mod:`pgmdl.datasets.household_power`); and sequences with known dynamics:
+a SYNTHETIC linear-Gaussian state-space model whose exact log-evidence a
+Kalman filter gives (:class:`LinearGaussianSSM`, in
+:mod:`pgmdl.datasets.state_space`) and a SYNTHETIC damped pendulum with
+controls seen through a ring of noisy pixels (:func:`pendulum`, in
+:mod:`pgmdl.datasets.controlled_pendulum`).
 
 Each module is named for what it holds and no function shares a module's
 name, so ``pgmdl.datasets.sines`` is the generator and
@@ -19,6 +24,7 @@ import sys as _sys
 
 from pgmdl.datasets import anchor_images, household_power, sine_sums
 from pgmdl.datasets.anchor_images import COLOUR_NAMES, COLOURS, anchor_image, colour_anchors
+from pgmdl.datasets.controlled_pendulum import PendulumDynamics, PendulumSample, pendulum
 from pgmdl.datasets.digits import load_digits
 from pgmdl.datasets.household_power import (
     DEFAULT_CALIBRATION,
@@ -43,6 +49,12 @@ from pgmdl.datasets.manifolds import (
 )
 from pgmdl.datasets.multisets import MultisetSample, pad_multisets
 from pgmdl.datasets.sine_sums import sines, sines_sum_of_tanh, sines_whole
+from pgmdl.datasets.state_space import (
+    GaussianMarginals,
+    LinearGaussianSSM,
+    SequenceSample,
+    sequence_mask,
+)
 
 # Deprecated module paths, kept for one release: ``from pgmdl.datasets.households
 # import weekly_peak`` still finds the renamed module (registered here, so
@@ -59,10 +71,15 @@ __all__ = [
     "COLOURS",
     "COLOUR_NAMES",
     "DEFAULT_CALIBRATION",
+    "GaussianMarginals",
     "HouseholdCalibration",
     "LinearGaussianBN",
+    "LinearGaussianSSM",
     "ManifoldSample",
     "MultisetSample",
+    "PendulumDynamics",
+    "PendulumSample",
+    "SequenceSample",
     "anchor_image",
     "anchor_images",
     "binary_tree",
@@ -81,7 +98,9 @@ __all__ = [
     "mean_noise_variance",
     "noise_std",
     "pad_multisets",
+    "pendulum",
     "random_sparse",
+    "sequence_mask",
     "sine_sums",
     "sines",
     "sines_sum_of_tanh",

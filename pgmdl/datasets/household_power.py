@@ -420,6 +420,8 @@ DEFAULT_CALIBRATION = HouseholdCalibration(
     days=1340,
     weeks=129,
 )
+"""The calibration measured on the UCI household power data (:func:`calibrate_households`
+with its defaults), bundled so that :func:`households` needs no download."""
 # fmt: on
 
 _RESOLUTIONS = {"1min": 1, "15min": 15, "30min": 30, "1h": 60}

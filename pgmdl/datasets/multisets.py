@@ -197,8 +197,8 @@ def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Ten
         ``mask`` ``(N, K_max)`` bool, True for the real rows.
 
     Raises:
-        ArgumentError: ``sets`` is empty, the sets' feature shapes differ, or some
-        ``K_n > k_max``.
+        ArgumentError: ``sets`` is empty, the sets' feature shapes differ, or
+            some ``K_n > k_max``.
 
     >>> import torch
     >>> padded, mask = pad_multisets([torch.tensor([[1.0], [2.0]]), torch.tensor([[3.0]])], 3)

@@ -255,6 +255,3 @@ def table(rows: list[tuple[str, ...]]) -> list[str]:
         if k == 0:
             out.append("  " + "  ".join("-" * w for w in widths))
     return out
-
-
-_table = table  # deprecated alias: pgmdl.graph.nami still imports it (to be removed)

@@ -56,7 +56,7 @@ from typing import Any
 import networkx as nx
 
 from pgmdl.errors import InversionError, SiteNotFoundError
-from pgmdl.graph.model_graph import ModelGraph, _table
+from pgmdl.graph.model_graph import ModelGraph, table
 from pgmdl.graph.plated import (
     SAME,
     Patterns,
@@ -284,7 +284,7 @@ class InverseGraph:
             + f"): {len(self.order)} latent sites, {self.num_edges} edges, {fill} fill-in",
             f"guide samples: {' -> '.join(self.order) or '(nothing)'}",
         ]
-        lines += _table(rows)
+        lines += table(rows)
         if self._prior:
             lines.append(
                 f"note: {', '.join(self._prior)} ha{'s' if len(self._prior) == 1 else 've'} no "

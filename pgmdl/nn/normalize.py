@@ -39,7 +39,7 @@ class ParentNorm(nn.Module):
     345.3 (348.8); unlabelled M2 924.6 vs 866.3 (880.8); with ``"scale"``
     NaMIGuide is within noise of the best baseline on 12 of the 15 programs,
     9 with ``"standardize"``. On 1,500 real 8x8 digits (3000 steps at lr
-    0.001, ``tutorials/01_autoguide.ipynb``) the faster learning wins:
+    0.001, ``tutorials/03_autoguide.ipynb``) the faster learning wins:
     held-out ELBO of the hierarchical VAE -18.56 standardized, -19.45
     scaled (one scalar mean and variance per parent: -18.75; one scalar root
     mean square: -19.00). Standardizing is the default (large data sets,

@@ -40,7 +40,7 @@ same role).
 Example (the values are synthetic):
 
 >>> import torch
->>> from pgmdl.datasets.pendulum import pendulum
+>>> from pgmdl.datasets.controlled_pendulum import pendulum
 >>> data = pendulum(3, 5, generator=torch.Generator().manual_seed(0))
 >>> data.observations.shape, data.controls.shape, data.states.shape
 (torch.Size([3, 5, 16]), torch.Size([3, 5, 1]), torch.Size([3, 5, 2]))
