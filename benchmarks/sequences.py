@@ -67,10 +67,11 @@ log-evidence is exact by the Kalman filter. Three guides:
    step of a guide built on sequences padded to T = 8 with
    ``ssm.model(x, mask)`` (lengths 3 .. 8): variable lengths up to the
    built length work by padding and masking. Today (pgmdl 0.1.0): T = 6
-   raises a ``GuideError`` (the guide replays ``x[:, 6]``); T = 10 raises
-   nothing, but the guide samples ``z_0 .. z_7`` only, reading ``x_0 .. x_7``,
-   and the model draws ``z_8``, ``z_9`` from its prior (Pyro warns "Found
-   vars in model but not guide"): a silent loss of quality, not an error.
+   raises a ``GuideError`` (the guide replays ``x[:, 6]``); T = 10 raises a
+   ``GuideError`` too (it used to run, the model drawing ``z_8``, ``z_9`` from
+   its prior with only Pyro's "Found vars in model but not guide" warning;
+   the guide now checks the length of the arguments a ``pyro.markov`` loop
+   reads step by step).
 
 This is a measurement, not a test: it never asserts on losses or timings.
 """

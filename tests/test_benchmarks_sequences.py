@@ -49,4 +49,5 @@ def test_sequences_fast_mode_prints_every_table(capsys):
 
     assert "3. Known limits" in out
     assert "built at T=8, called with T=6" in out and "GuideError" in out
+    assert "called with T=10: GuideError" in out  # no longer left to the prior
     assert "wall time:" in out

@@ -71,15 +71,20 @@ class SiteSeries:
 class TimeLink:
     """``parent`` at step :math:`t - \\text{lag}` is a parent of ``child`` at step
     :math:`t`, at every step where both exist. ``parent`` is a series template,
-    or a static site (then ``lag`` is ``None``: the same site feeds every step)."""
+    or a static site (then ``lag`` is ``None``: the same site feeds every step,
+    or, with ``initial``, the child's first step only: an initial condition,
+    as ``z_1 = f(w)``)."""
 
     parent: str
     child: str
     lag: int | None
+    initial: bool = False
 
     @property
     def source(self) -> str:
         """The parent as the child at step ``t`` reads it (``"z_{t-1}"``)."""
+        if self.initial:
+            return f"{self.parent} (first step only)"
         if not self.lag:
             return self.parent
         return self.parent.replace("{t}", "{t-" + str(self.lag) + "}")
@@ -134,7 +139,8 @@ class TimeStructure:
                 if t not in wanted:
                     continue
                 if link.lag is None:
-                    out.add((link.parent, child.site(t)))
+                    if not link.initial or t == child.steps[0]:
+                        out.add((link.parent, child.site(t)))
                     continue
                 parent = by_template[link.parent]
                 if t - link.lag in parent.steps:
@@ -235,18 +241,23 @@ def _links(graph: ModelGraph, series: list[SiteSeries]) -> TimeStructure:
     in_series = {
         site: (s.template, t) for s in series for t, site in zip(s.steps, s.sites, strict=True)
     }
-    links: dict[tuple[str, str, int | None], None] = {}
+    first = {s.template: s.steps[0] for s in series}
+    links: dict[tuple[str, str, int | None], set[int]] = {}
     for parent, child in graph.dag.edges:
         if child not in in_series:
             continue
         child_template, t = in_series[child]
         if parent in in_series:
             parent_template, u = in_series[parent]
-            links[parent_template, child_template, t - u] = None
+            links.setdefault((parent_template, child_template, t - u), set()).add(t)
         else:
-            links[parent, child_template, None] = None
+            links.setdefault((parent, child_template, None), set()).add(t)
+    out = []
+    for (parent, child, lag), steps in links.items():
+        initial = lag is None and steps == {first[child]}
+        out.append(TimeLink(parent, child, lag, initial))
     static = tuple(n for n in graph.sites if n not in in_series)
-    return TimeStructure(tuple(series), tuple(TimeLink(p, c, lag) for p, c, lag in links), static)
+    return TimeStructure(tuple(series), tuple(out), static)
 
 
 def _check_regular(graph: ModelGraph, structure: TimeStructure) -> None:

@@ -206,6 +206,26 @@ class GuideBinder:
         self._bind_views()
         self._bind_aligned_inputs()
         self.reader = ArgumentReader(model, self.bindings)
+        self.loop_axes = _loop_axes(graph)
+
+    def check_loop_length(self, arguments: dict[str, Any]) -> None:
+        """Refuse a call whose sequences are longer than those the guide was built
+        for: the model would sample the extra steps' latents, the guide would
+        not, and they would silently come from the prior (a shorter call fails
+        on its own, reading a step the argument does not have)."""
+        for path, (dim, size, site) in self.loop_axes.items():
+            value = self.reader.read_argument(arguments, path)
+            shape = getattr(value, "shape", None)
+            if shape is None or len(shape) <= dim or shape[dim] <= size:
+                continue
+            raise GuideError(
+                f"argument {path!r} has {shape[dim]} steps along dim {dim} in this call; the "
+                f"guide was built for {size} (the pyro.markov loop observes it step by step, "
+                f"as site {site!r}), so the model would sample latent sites of the extra "
+                "steps that the guide does not, and they would come from the prior. Build the "
+                "guide on sequences as long as the longest, or pad them to that length and "
+                "pass a mask (a guide shared across steps of any length is issue 19's work)"
+            )
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """The model's arguments by name (:meth:`ArgumentReader.bind`)."""
@@ -480,3 +500,24 @@ def describe_given(graph: ModelGraph | None, name: str) -> str:
     if graph is not None and name in graph.sites:
         return f"observed site {name!r}"
     return f"model input {name!r}"
+
+
+def _loop_axes(graph: ModelGraph) -> dict[str, tuple[int, int, str]]:
+    """``{argument path: (dim, size, site)}`` for the arguments a ``pyro.markov``
+    loop observes one step at a time (``obs=x[:, t]``): the dimension indexed
+    by an integer, and its size when the guide was built."""
+    axes: dict[str, tuple[int, int, str]] = {}
+    for name, info in graph.sites.items():
+        view = info.bound_view
+        if not (info.markov and info.is_observed and view is not None and view.derivation):
+            continue
+        op = view.derivation[0]
+        if getattr(op.func, "__name__", "") != "__getitem__" or len(op.args) < 2:
+            continue
+        index = op.args[1] if isinstance(op.args[1], tuple) else (op.args[1],)
+        if any(item is Ellipsis or item is None for item in index):
+            continue
+        for dim, item in enumerate(index):
+            if isinstance(item, int) and dim < len(view.shape):
+                axes.setdefault(view.path, (dim, view.shape[dim], name))
+    return axes

@@ -679,6 +679,8 @@ class NaMIGuide(AutoGuide):
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         arguments = self._binder.reader.bind(args, kwargs)
+        if self._binder.loop_axes:
+            self._binder.check_loop_length(arguments)
         values = {name: self._given_value(arguments, name) for name in self._given_shapes}
         plates, index = self._plates(values, args, kwargs, arguments)
         values = self._subsample(values, plates, index)

@@ -51,10 +51,11 @@ from typing import Any, Literal
 
 import networkx as nx
 
-from pgmdl.errors import GuideError, GuideWarning
+from pgmdl.errors import GuideError, GuideWarning, ModelError
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import InverseGraph, invert
 from pgmdl.graph.plated import PlateLink, plate_link
+from pgmdl.graph.time import TimeStructure, time_structure
 from pgmdl.plugins import joint_conditionals
 
 GUIDE_STRUCTURES = ("nami", "mean-field")
@@ -154,6 +155,7 @@ class GuidePlan:
     max_depth: int
     inverse: InverseGraph = field(compare=False, repr=False)
     strategy: str = "min-fill"
+    time: TimeStructure | None = field(default=None, compare=False, repr=False)
 
     @property
     def graph(self) -> ModelGraph:
@@ -219,7 +221,43 @@ class GuidePlan:
             lines.append(f"  reads: {', '.join(self.given)}")
         if self.plates:
             lines.append(f"  plates: {', '.join(self.plates)}")
+        if self.time is not None:
+            lines.append("  one step of the pyro.markov loop:")
+            lines += [f"    {line}" for line in self.slice_conditionals()]
         return "\n".join(lines)
+
+    def slice_conditionals(self) -> list[str]:
+        """Each latent series' conditional at an interior step ``t`` of the
+        ``pyro.markov`` loop (:attr:`time`), its parents relative to ``t``:
+        ``"q(z_{t} | z_{t-1}, x_{t..t+3})"``. A parent series read over a run of
+        steps that reaches the end (or the start) of the loop is the part of the
+        sequence that grows with its length (the future, or the past, of
+        ``t``)."""
+        if self.time is None:
+            return []
+        lines = []
+        for series in self.time.series:
+            if series.kind != "latent" or len(series.steps) < 3:
+                continue
+            t = series.steps[len(series.steps) // 2]
+            if series.site(t) not in self:
+                continue
+            reads: dict[str, list[int]] = {}
+            static = []
+            for parent in self[series.site(t)].parents:
+                found = self.time.series_of(parent.name)
+                if found is None:
+                    static.append(parent.name)
+                else:
+                    reads.setdefault(found[0].template, []).append(found[1] - t)
+            parts = []
+            for template, offsets in reads.items():
+                steps = self.time.series[
+                    [s.template for s in self.time.series].index(template)
+                ].steps
+                parts.append(_describe_offsets(template, sorted(offsets), t, steps))
+            lines.append(f"q({series.template} | {', '.join(parts + static)})")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
@@ -342,8 +380,48 @@ def plan_guide(
     depth = max((-p.dim for p in graph.plates.values() if p.dim is not None), default=0)
     enumerated = tuple(s for s in inverse.order if graph[s].enumerate)
     return GuidePlan(
-        structure, sites, enumerated, tuple(given), plates, depth, inverse, str(order_name)
+        structure,
+        sites,
+        enumerated,
+        tuple(given),
+        plates,
+        depth,
+        inverse,
+        str(order_name),
+        _time_structure(graph),
     )
+
+
+def _time_structure(graph: ModelGraph) -> TimeStructure | None:
+    """The model's ``pyro.markov`` slice, or None (warned when the loop's steps
+    differ: the guide is then planned on the unrolled graph alone)."""
+    try:
+        return time_structure(graph)
+    except ModelError as err:
+        warnings.warn(
+            f"{err} The guide is planned on the unrolled graph, step by step.",
+            GuideWarning,
+            stacklevel=_stacklevel(),
+        )
+        return None
+
+
+def _describe_offsets(template: str, offsets: list[int], t: int, steps: tuple[int, ...]) -> str:
+    """``z_{t-1}``, ``x_{t}``, or a run ``x_{t..T}`` / ``x_{0..t}`` reaching the loop's end."""
+
+    def at(offset: int) -> str:
+        if offset == 0:
+            return template
+        return template.replace("{t}", "{t" + f"{offset:+d}" + "}")
+
+    run = offsets == list(range(offsets[0], offsets[-1] + 1)) and len(offsets) > 1
+    if run and t + offsets[-1] == steps[-1]:
+        low = "t" if offsets[0] == 0 else f"t{offsets[0]:+d}"
+        return template.replace("{t}", "{" + low + "..T}")
+    if run and t + offsets[0] == steps[0]:
+        high = "t" if offsets[-1] == 0 else f"t{offsets[-1]:+d}"
+        return template.replace("{t}", "{" + str(steps[0]) + ".." + high + "}")
+    return ", ".join(at(o) for o in offsets)
 
 
 def free_sites(graph: ModelGraph, global_latents: str = "auto") -> frozenset[str]:

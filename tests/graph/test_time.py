@@ -137,3 +137,24 @@ def test_sites_record_whether_they_are_inside_pyro_markov():
     assert not graph["scale"].markov
     assert graph["z_1"].markov and graph["x_3"].markov
     assert graph["z_1"].to_dict()["markov"] is True
+
+
+def test_a_static_site_feeding_the_first_step_only_is_an_initial_condition():
+    """As the DVBF writes it: z_0 = f(w), then z_t = g(z_{t-1}, beta_t)."""
+
+    def model(x):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("sequences", x.shape[0]):
+            z = pyro.deterministic("z_0", 2.0 * w.expand(x.shape[0]))
+            pyro.sample("x_0", dist.Normal(z, 1.0), obs=x[:, 0])
+            for t in pyro.markov(range(1, x.shape[1])):
+                beta = pyro.sample(f"beta_{t}", dist.Normal(0.0, 1.0).expand([x.shape[0]]))
+                z = pyro.deterministic(f"z_{t}", 0.9 * z + beta)
+                pyro.sample(f"x_{t}", dist.Normal(z, 1.0), obs=x[:, t])
+
+    graph = pgmdl.compile(model, torch.zeros(2, 5))
+    structure = time_structure(graph)
+    series = {s.template: s.steps for s in structure.series}
+    assert series["z_{t}"] == (1, 2, 3, 4)  # z_0 and x_0 are outside the loop
+    assert TimeLink("beta_{t}", "z_{t}", 0) in structure.links
+    assert structure.edges() == {(u, v) for u, v in graph.dag.edges if structure.series_of(v)}

@@ -142,3 +142,49 @@ def test_the_old_nets_module_warns():
     with pytest.warns(FutureWarning, match="pgmdl.nn"):
         nets = importlib.import_module("pgmdl.guides.nets")
     assert nets.ResidualMLP is pgmdl.nn.ResidualMLP
+
+
+def test_the_plan_of_a_markov_loop_reports_one_step():
+    """Reverse NaMI on a state-space model is Krishnan et al.'s structured
+    inference network, q(z_t | z_{t-1}, x_{t:T}); min-fill smooths backwards."""
+    from pgmdl.datasets import LinearGaussianSSM
+
+    ssm = LinearGaussianSSM()
+    sample = ssm.sample(3, 8, generator=torch.Generator().manual_seed(0))
+    graph = pgmdl.compile(ssm.model, sample.x, sample.mask)
+    reverse = plan_guide(graph, pgmdl.invert(graph, order="reverse"))
+    assert reverse.time is not None and reverse.time.max_lag == 1
+    assert reverse.slice_conditionals() == ["q(z_{t} | x_{t..T}, z_{t-1}, mask)"]
+    assert "one step of the pyro.markov loop" in reverse.summary()
+    backward = plan_guide(graph)
+    assert backward.slice_conditionals() == ["q(z_{t} | x_{0..t}, z_{t+1}, mask)"]
+
+
+def test_a_loop_whose_steps_differ_is_planned_unrolled_with_a_warning():
+    def model(x):
+        z = x.new_zeros(x.shape[0])
+        with pyro.plate("sequences", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                z = pyro.sample(f"z_{t}", dist.Normal(z, 1.0))
+                if t != 2:
+                    pyro.sample(f"x_{t}", dist.Normal(z, 1.0), obs=x[:, t])
+
+    graph = pgmdl.compile(model, torch.zeros(2, 5))
+    with pytest.warns(pgmdl.GuideWarning, match=r"not at steps \[2\].*planned on the unrolled"):
+        plan = plan_guide(graph)
+    assert plan.time is None and plan.slice_conditionals() == []
+    assert len(plan.sites) == 5
+
+
+def test_a_guide_refuses_sequences_longer_than_it_was_built_for():
+    """Before: the extra steps' latents silently came from the prior (Pyro only
+    warned that the model has sites the guide has not)."""
+    from pgmdl.datasets import LinearGaussianSSM
+
+    ssm = LinearGaussianSSM()
+    generator = torch.Generator().manual_seed(0)
+    guide = pgmdl.NaMIGuide(ssm.model)
+    guide(ssm.sample(4, 8, generator=generator).x)
+    guide(ssm.sample(6, 8, generator=generator).x)  # another batch size: fine
+    with pytest.raises(GuideError, match=r"argument 'x' has 10 steps along dim 1.*built for 8"):
+        guide(ssm.sample(4, 10, generator=generator).x)
