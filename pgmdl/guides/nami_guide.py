@@ -96,6 +96,7 @@ from pgmdl.guides.families import (
     make_family,
 )
 from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
+from pgmdl.guides.sequence import time_shared_conditionals
 from pgmdl.nn import ResidualMLP
 from pgmdl.plugins import JointRequest, joint_conditional
 
@@ -190,6 +191,11 @@ class NaMIGuide(AutoGuide):
             down to unit root mean square, never amplified, as a hand-written
             encoder sees it: generalizes better on small data sets at large
             learning rates; continuous latent parents stay standardized).
+        time_shared: for a ``pyro.markov`` loop, one conditional per latent
+            series shared by its steps (a GRU summary of the growing run of
+            observations, :mod:`pgmdl.guides.sequence`) instead of one per
+            step: parameters independent of the length, :math:`O(T)` inputs
+            instead of :math:`O(T^2)`. The guide still serves one length.
         init_loc_fn: where a global site's free parameters start, and an
             amortized conditional when the prior has no analytic mean: Pyro's
             ``init_to_mean`` by default (the prior's mean; its median where
@@ -232,6 +238,7 @@ class NaMIGuide(AutoGuide):
         init_scale: float | Mapping[str, float] | None = None,
         fan_in_scaled: bool = True,
         normalize: str = "standardize",
+        time_shared: bool = False,
         create_plates: Callable[..., Any] | None = None,
         device: torch.device | str | None = None,
         joint_sites: str | Sequence[str] = "auto",
@@ -298,6 +305,7 @@ class NaMIGuide(AutoGuide):
         self.init_scale = _check_init_scale(init_scale)
         self.fan_in_scaled = bool(fan_in_scaled)
         self.normalize = normalize
+        self.time_shared = bool(time_shared)
         self.device_option = device
         self.structure_option = structure
         self.joint_option = joint_sites if isinstance(joint_sites, str) else tuple(joint_sites)
@@ -391,8 +399,12 @@ class NaMIGuide(AutoGuide):
                         standardize=self._standardized(graph, parent),
                     )
         self.inputs = inputs.to(device)
+        shared = self._time_shared(graph) if self.time_shared else {}
         for site, parents in self._structure.items():
             key = self._keys.setdefault(site, _module_key(len(self._keys), site))
+            if site in shared and site not in self.conditional_overrides:
+                modules[key] = shared[site]
+                continue
             if site in self.conditional_overrides:
                 override = self.conditional_overrides[site]
                 if isinstance(override, nn.Module):
@@ -421,6 +433,29 @@ class NaMIGuide(AutoGuide):
                     if old.shape == param.shape:
                         param.copy_(old.detach().to(param))
                     del store[full]
+
+    def _time_shared(self, graph: ModelGraph) -> dict[str, nn.Module]:
+        """One conditional per latent series of a ``pyro.markov`` loop, shared by its
+        steps (:mod:`pgmdl.guides.sequence`); sites it cannot share keep their own."""
+        widths = {name: self.inputs[key].features for name, key in self._keys.items()}
+
+        def make_head(site: str, specs: list[ParentSpec]) -> Conditional:
+            info = graph[site]
+            _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
+            family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
+            return Conditional(
+                site,
+                specs,
+                family,
+                hidden=self.hidden,
+                init=self._init_value(site, family),
+                init_scale=self._initial_scale(site),
+                fan_in_scaled=self.fan_in_scaled,
+                path_derivative=self.path_derivative,
+            )
+
+        hidden = max(self.hidden) if self.hidden else 32
+        return time_shared_conditionals(self.plan, widths, make_head, hidden=hidden)
 
     def _conditional(
         self, graph: ModelGraph, site: str, parents: tuple[tuple[str, PlateLink], ...]
