@@ -145,6 +145,8 @@ class GuidePlan:
         strategy: the elimination order asked for (the ``strategy`` of the
             inverse given to :func:`plan_guide`: ``"min-fill"``, ``"reverse"``,
             ``"topological"`` or ``"explicit"``).
+        time: the repeated slice of the model's ``pyro.markov`` loop
+            (:class:`~pgmdl.graph.time.TimeStructure`), or ``None``.
     """
 
     structure: str
