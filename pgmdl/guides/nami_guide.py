@@ -440,31 +440,44 @@ class NaMIGuide(AutoGuide):
         widths = {name: self.inputs[key].features for name, key in self._keys.items()}
 
         def make_head(site: str, specs: list[ParentSpec]) -> Conditional:
-            info = graph[site]
-            _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
-            family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
-            return Conditional(
-                site,
-                specs,
-                family,
-                hidden=self.hidden,
-                init=self._init_value(site, family),
-                init_scale=self._initial_scale(site),
-                fan_in_scaled=self.fan_in_scaled,
-                path_derivative=self.path_derivative,
-            )
+            return self._make_conditional(site, specs, self._family(graph, site))
 
         hidden = max(self.hidden) if self.hidden else 32
         return time_shared_conditionals(self.plan, widths, make_head, hidden=hidden)
+
+    def _family(self, graph: ModelGraph, site: str) -> Family:
+        """The variational family of one replicate of ``site``."""
+        info = graph[site]
+        _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
+        return make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
+
+    def _make_conditional(
+        self,
+        site: str,
+        specs: list[ParentSpec],
+        family: Family,
+        network: nn.Module | Callable[[int, int], nn.Module] | None = None,
+    ) -> Conditional:
+        """A :class:`Conditional` with this guide's options."""
+        return Conditional(
+            site,
+            specs,
+            family,
+            hidden=self.hidden,
+            init=self._init_value(site, family),
+            init_scale=self._initial_scale(site),
+            fan_in_scaled=self.fan_in_scaled,
+            network=network,
+            path_derivative=self.path_derivative,
+            flow=site in self.flow_sites,
+        )
 
     def _conditional(
         self, graph: ModelGraph, site: str, parents: tuple[tuple[str, PlateLink], ...]
     ) -> nn.Module:
         if site in self._joint:
             return self._joint_conditional(graph, site, parents, self.plan[site].joint)
-        info = graph[site]
-        _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
-        family = make_family(self.family_names.get(site), site, info.support, torch.Size(shape))
+        family = self._family(graph, site)
         specs = []
         site_plates = self.inverse.dag.nodes[site]["plates"]
 
@@ -484,18 +497,7 @@ class NaMIGuide(AutoGuide):
         network = self.network_overrides.get(site)
         if not parents and network is None and site in self._free and site not in self.flow_sites:
             network = ResidualMLP(0, family.num_params, init_bias=self._free_init(site, family))
-        return Conditional(
-            site,
-            specs,
-            family,
-            hidden=self.hidden,
-            init=self._init_value(site, family),
-            init_scale=self._initial_scale(site),
-            fan_in_scaled=self.fan_in_scaled,
-            network=network,
-            path_derivative=self.path_derivative,
-            flow=site in self.flow_sites,
-        )
+        return self._make_conditional(site, specs, family, network)
 
     def _joint_conditional(
         self,
