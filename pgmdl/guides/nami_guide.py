@@ -64,8 +64,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -85,6 +86,7 @@ from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import ORDERS, InverseGraph, invert
 from pgmdl.graph.plated import PlateLink
 from pgmdl.graph.sites import PlateInfo, SiteMask
+from pgmdl.graph.time import TimeStructure, split_step, time_structure
 from pgmdl.graph.tracing import unwrap_distribution
 from pgmdl.guides.bindings import GuideBinder, describe_given, sometimes_observed
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
@@ -96,7 +98,12 @@ from pgmdl.guides.families import (
     make_family,
 )
 from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
-from pgmdl.guides.sequence import time_shared_conditionals
+from pgmdl.guides.sequence import (
+    SequencePattern,
+    StepConditional,
+    TimeIndexedInput,
+    time_shared_conditionals,
+)
 from pgmdl.nn import ResidualMLP
 from pgmdl.plugins import JointRequest, joint_conditional
 
@@ -313,6 +320,12 @@ class NaMIGuide(AutoGuide):
         self.graph: ModelGraph | None = None
         self.inverse: InverseGraph | None = None
         self.plan: GuidePlan | None = None
+        self.sequence: SequencePattern | None = None
+        self._lengths: dict[int, _LengthState] = {}
+        self._step_modules: dict[str, nn.Module] = {}
+        self._time_inputs: dict[str, int] = {}
+        self._series_feature_keys: dict[str, str] = {}
+        self._series_links: dict[str, dict[str, PlateLink]] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -386,6 +399,8 @@ class NaMIGuide(AutoGuide):
         self._given_shapes = self._read_given_shapes(graph, arguments)
         self._witness = self._plate_witnesses(graph, arguments)
         device = self._device(args, kwargs)
+        if self.time_shared:
+            self._time_inputs = self._time_indexed_inputs(graph)
         modules = nn.ModuleDict()
         self._keys: dict[str, str] = {}
         inputs = nn.ModuleDict()
@@ -393,13 +408,24 @@ class NaMIGuide(AutoGuide):
             for parent, _ in parents:
                 if parent not in self._keys:
                     self._keys[parent] = _module_key(len(self._keys), parent)
+                    if parent in self._time_inputs:
+                        inputs[self._keys[parent]] = TimeIndexedInput(
+                            self._given_shapes[parent][1], self._time_inputs[parent]
+                        )
+                        continue
                     inputs[self._keys[parent]] = ParentFeatures(
                         self._replicate_shape_of(graph, parent),
                         _categories(graph, parent),
                         standardize=self._standardized(graph, parent),
                     )
-        self.inputs = inputs.to(device)
-        shared = self._time_shared(graph) if self.time_shared else {}
+        self.inputs = inputs
+        self._feature_keys = dict(self._keys)
+        shared: dict[str, nn.Module] = {}
+        if self.time_shared:
+            shared, self.sequence = self._time_shared(graph)
+            self._share_series_features()
+            self._series_links = _series_links(self.plan.time, self._structure)
+        self.inputs = self.inputs.to(device)
         for site, parents in self._structure.items():
             key = self._keys.setdefault(site, _module_key(len(self._keys), site))
             if site in shared and site not in self.conditional_overrides:
@@ -434,16 +460,72 @@ class NaMIGuide(AutoGuide):
                         param.copy_(old.detach().to(param))
                     del store[full]
 
-    def _time_shared(self, graph: ModelGraph) -> dict[str, nn.Module]:
+    def _time_shared(
+        self, graph: ModelGraph
+    ) -> tuple[dict[str, StepConditional], SequencePattern | None]:
         """One conditional per latent series of a ``pyro.markov`` loop, shared by its
-        steps (:mod:`pgmdl.guides.sequence`); sites it cannot share keep their own."""
+        steps (:mod:`pgmdl.guides.sequence`); sites it cannot share keep their own.
+        Also the guide's slice, to serve other lengths."""
         widths = {name: self.inputs[key].features for name, key in self._keys.items()}
 
         def make_head(site: str, specs: list[ParentSpec]) -> Conditional:
             return self._make_conditional(site, specs, self._family(graph, site))
 
         hidden = max(self.hidden) if self.hidden else 32
-        return time_shared_conditionals(self.plan, widths, make_head, hidden=hidden)
+        time_inputs = {name: widths[name] for name in self._time_inputs}
+        return time_shared_conditionals(
+            self.plan, widths, make_head, hidden=hidden, time_inputs=time_inputs
+        )
+
+    def _time_indexed_inputs(self, graph: ModelGraph) -> dict[str, int]:
+        """``{input: axis}`` for the model arguments laid out like the data the loop
+        observes step by step, with the loop's axis at the same place (``mask``
+        ``(N, T)`` beside ``x`` ``(N, T, d)``); ``axis`` is its position in the
+        argument's shape inside its plates."""
+        axes = {
+            (dim - _depth(graph, site), size) for dim, size, site in self._binder.loop_axes.values()
+        }
+        time = self.plan.time
+        if len(axes) != 1 or time is None:
+            return {}
+        axis, size = axes.pop()
+        if size < 2 or axis < 0:
+            return {}
+        readers = {
+            p.name
+            for series in time.series
+            if series.kind == "latent"
+            for site in series.sites
+            if site in self.plan
+            for p in self.plan[site].parents
+        }
+        out = {}
+        for name, (_, shape) in self._given_shapes.items():
+            if name in graph.sites or name not in readers:
+                continue
+            if len(shape) > axis and shape[axis] == size:
+                out[name] = axis
+        return out
+
+    def _share_series_features(self) -> None:
+        """Every step of a series the shared conditionals read goes through the
+        feature module (and its running normalization) of the series' first step:
+        the same function of the value at every step, at any length."""
+        pattern = self.sequence
+        if pattern is None or self.plan.time is None:
+            return
+        shared = {s.template for s in pattern.series} | set(pattern.observed_series)
+        for series in self.plan.time.series:
+            if series.template not in shared:
+                continue
+            names = [s for s in series.sites if s in self._feature_keys]
+            if not names:
+                continue
+            key = self._feature_keys[names[0]]
+            for name in names[1:]:
+                del self.inputs[self._feature_keys[name]]
+                self._feature_keys[name] = key
+            self._series_feature_keys[series.template] = key
 
     def _family(self, graph: ModelGraph, site: str) -> Family:
         """The variational family of one replicate of ``site``."""
@@ -488,7 +570,7 @@ class NaMIGuide(AutoGuide):
             specs.append(
                 ParentSpec(
                     parent,
-                    self.inputs[self._keys[parent]].features,
+                    self.inputs[self._feature_keys[parent]].features,
                     pooled_dims=dims(link.pooled),
                     keep_same=any(p in site_plates for p in link.pooled),
                     same_pooled_dims=dims([p for p in link.pooled if p not in site_plates]),
@@ -518,7 +600,7 @@ class NaMIGuide(AutoGuide):
                 for p in link.pooled
                 if p != plate and graph.plates[p].dim is not None
             )
-            spec = ParentSpec(parent, self.inputs[self._keys[parent]].features, pooled)
+            spec = ParentSpec(parent, self.inputs[self._feature_keys[parent]].features, pooled)
             inside = plate in self.inverse.dag.nodes[parent]["plates"]
             (nodes if inside else context).append(spec)
         _, shape = _replicate_shape(graph, site, info.batch_shape + info.event_shape)
@@ -587,7 +669,7 @@ class NaMIGuide(AutoGuide):
             else:
                 value = self._binder.read(arguments, name, name)
                 depth = max(
-                    (-graph.plates[p].dim for p in self.inverse.dag.nodes[name]["plates"]),
+                    (-graph.plates[p].dim for p in self._plates_of(name)),
                     default=0,
                 )
                 shape = tuple(value.shape[min(depth, value.dim()) :])
@@ -638,7 +720,7 @@ class NaMIGuide(AutoGuide):
         witness = {}
         for name, (_, shape) in self._given_shapes.items():
             value = self._binder.read(arguments, name)
-            for plate in self.inverse.dag.nodes[name]["plates"]:
+            for plate in self._plates_of(name):
                 info = graph.plates[plate]
                 position = value.dim() - len(shape) + info.dim
                 sizes = (info.subsample_size, info.size)
@@ -716,8 +798,18 @@ class NaMIGuide(AutoGuide):
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         arguments = self._binder.reader.bind(args, kwargs)
+        length = self._call_length(arguments)
+        if length is not None:
+            with self._bound(self._state_at(length, args, kwargs)):
+                return self._sample(args, kwargs, self._binder.bind(args, kwargs))
         if self._binder.loop_axes:
             self._binder.check_loop_length(arguments)
+        return self._sample(args, kwargs, arguments)
+
+    def _sample(
+        self, args: tuple, kwargs: dict, arguments: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """One draw of the guide for this call's bound arguments."""
         values = {name: self._given_value(arguments, name) for name in self._given_shapes}
         plates, index = self._plates(values, args, kwargs, arguments)
         values = self._subsample(values, plates, index)
@@ -728,15 +820,15 @@ class NaMIGuide(AutoGuide):
         }
         conditionals = self.conditionals  # one pyro.module statement per call
         inputs = self._modules["inputs"]  # buffers only: no pyro.module statement needed
-        keys = self._keys
-        features = {name: inputs[keys[name]](value) for name, value in values.items()}
+        keys, feature_keys, steps = self._keys, self._feature_keys, self._step_modules
+        features = {name: inputs[feature_keys[name]](value) for name, value in values.items()}
         result: dict[str, torch.Tensor] = {}
         given = self._observed_in_this_call(arguments, plates, index)
         for site, parents in self._structure.items():
             if site in given:  # the model observes it in this call: condition on it
                 values[site] = given[site]
                 if site in self._read_by:
-                    features[site] = inputs[keys[site]](given[site])
+                    features[site] = inputs[feature_keys[site]](given[site])
                 continue
             # the site's batch shape: its plates' sizes in this call, 1 where no plate is
             block = torch.Size(_size(plates, p) if p else 1 for p in self._block[site])
@@ -755,7 +847,8 @@ class NaMIGuide(AutoGuide):
                                 features, block, self._max_depth, mask, masks
                             )
                         else:
-                            q = conditionals[keys[site]](features, block, self._max_depth, masks)
+                            module = steps[site] if site in steps else conditionals[keys[site]]
+                            q = module(features, block, self._max_depth, masks)
                     except ValueError as err:
                         problem = self._nonfinite(site, parents, features)
                         if problem is None:
@@ -774,8 +867,134 @@ class NaMIGuide(AutoGuide):
             values[site] = value
             result[site] = value
             if site in self._read_by:
-                features[site] = inputs[keys[site]](value)
+                features[site] = inputs[feature_keys[site]](value)
         return result
+
+    # ------------------------------------------------------------------ sequences of any length
+
+    def _call_length(self, arguments: dict[str, Any]) -> int | None:
+        """The size of this call's sequences along the loop's axis when it is not
+        the size the guide was built for and the guide serves other lengths
+        (:attr:`sequence`); None otherwise (the built state serves the call)."""
+        pattern = self.sequence
+        if pattern is None or not self._binder.loop_axes:
+            return None
+        path, (dim, size, _) = next(iter(self._binder.loop_axes.items()))
+        value = self._binder.reader.read_argument(arguments, path)
+        shape = getattr(value, "shape", None)
+        if shape is None or len(shape) <= dim or shape[dim] == size:
+            return None
+        if pattern.problem is not None:
+            raise GuideError(
+                f"argument {path!r} has {shape[dim]} steps along dim {dim} in this call; the "
+                f"guide was built for {size} and cannot serve another length: "
+                f"{pattern.problem}. Build the guide on sequences as long as the longest and "
+                "pad them to that length with a mask"
+            )
+        return int(shape[dim])
+
+    @contextmanager
+    def _bound(self, state: _LengthState) -> Iterator[None]:
+        """Serve one call with the structure, bindings and readers of another length
+        (:class:`_LengthState`): the methods of the call read them from the guide."""
+        saved = {name: getattr(self, name) for name in _LengthState.ATTRIBUTES}
+        try:
+            for name in _LengthState.ATTRIBUTES:
+                value = getattr(state, name)
+                if value is not None:
+                    setattr(self, name, value)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
+
+    def _state_at(self, size: int, args: tuple, kwargs: dict) -> _LengthState:
+        """The guide at sequences of ``size`` steps: the model compiled at this call's
+        arguments (to find its sites, bindings and masks), the guide's slice
+        unrolled to its length (:meth:`SequencePattern.unroll`), the same modules."""
+        if size in self._lengths:
+            return self._lengths[size]
+        pattern, built = self.sequence, self.plan.time
+        assert pattern is not None and built is not None
+        with poutine.block():
+            graph = compile_model(self.model, model_args=args, model_kwargs=kwargs)
+            trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+        time = time_structure(graph)
+        if time is None or _slice_key(time) != _slice_key(built):
+            raise GuideError(
+                f"at {size} steps the model's pyro.markov loop is not the loop the guide was "
+                f"built on ({built.summary() if time is None else time.summary()}); a guide "
+                "serves the lengths of one loop"
+            )
+        length = time.steps[-1] + 1
+        unrolled = pattern.unroll(length)
+        first_site = {s.template: s.sites[0] for s in built.series}
+        structure: dict[str, tuple[tuple[str, PlateLink], ...]] = {}
+        block: dict[str, tuple[str | None, ...]] = {}
+        for site in pattern.order(length):
+            if site not in unrolled:
+                structure[site], block[site] = self._structure[site], self._block[site]
+                continue
+            model_site = first_site[split_step(site)[0]]  # type: ignore[index]
+            links = self._series_links[model_site]
+            parents = unrolled[site][1] + pattern.time_inputs
+            structure[site] = tuple((p, links[_group(p)]) for p in parents)
+            block[site] = self._block[model_site]
+        feature_keys = dict(self._feature_keys)
+        for parents in structure.values():
+            for name, _ in parents:
+                split = split_step(name)
+                if name not in feature_keys and split and split[0] in self._series_feature_keys:
+                    feature_keys[name] = self._series_feature_keys[split[0]]
+        steps: dict[str, nn.Module] = {}
+        seen: set[str] = set()
+        summary_sites = pattern.summary_sites(length)
+        for site in structure:
+            if site not in unrolled:
+                continue
+            template = split_step(site)[0]  # type: ignore[index]
+            shared = self.conditionals[self._keys[first_site[template]]].shared
+            roles = unrolled[site][0]
+            steps[site] = StepConditional(
+                shared, roles, template not in seen, summary_sites, pattern.time_inputs
+            )
+            seen.add(template)
+        state = _LengthState(
+            graph=graph,
+            _model_trace=trace,
+            _structure=structure,
+            _block=block,
+            _read_by={p for parents in structure.values() for p, _ in parents},
+            _feature_keys=feature_keys,
+            _step_modules=steps,
+        )
+        with self._bound(state):
+            binder = GuideBinder(
+                self.model, graph, {k: self.bindings[k] for k in self._binder.user_bindings}
+            )
+            state._binder, state.bindings = binder, binder.bindings
+        with self._bound(state):
+            arguments = binder.bind(args, kwargs)
+            state._masks = self._mask_readers(graph)
+            state._given_shapes = self._read_given_shapes(graph, arguments)
+        with self._bound(state):
+            state._witness = self._plate_witnesses(graph, arguments)
+        self._lengths[size] = state
+        return state
+
+    def _plates_of(self, name: str) -> tuple[str, ...]:
+        """The vectorized plates of a node of the guide (a step of a series the built
+        inverse lacks: those of the series' first step)."""
+        nodes = self.inverse.dag.nodes
+        if name in nodes:
+            return nodes[name]["plates"]
+        split = split_step(name)
+        time = self.plan.time
+        if split is not None and time is not None:
+            for series in time.series:
+                if series.template == split[0]:
+                    return nodes[series.sites[0]]["plates"]
+        return self.graph[name].plates
 
     def _mask_readers(
         self, graph: ModelGraph
@@ -894,7 +1113,7 @@ class NaMIGuide(AutoGuide):
                 f"{describe_given(self.graph, name)} has shape {tuple(value.shape)} in this call; "
                 "the guide was built for values of shape "
                 f"(<plates>..., {', '.join(map(str, shape))}) (one replicate is "
-                f"{tuple(shape)}, inside plates {list(self.inverse.dag.nodes[name]['plates'])}). "
+                f"{tuple(shape)}, inside plates {list(self._plates_of(name))}). "
                 "Pass data shaped like the data the guide was first called with."
             )
         return value
@@ -950,7 +1169,7 @@ class NaMIGuide(AutoGuide):
         for plate in index:
             info, indices = self.graph.plates[plate], plates[plate]._indices
             for name, (_, shape) in self._given_shapes.items():
-                if plate in self.inverse.dag.nodes[name]["plates"]:
+                if plate in self._plates_of(name):
                     values[name] = _take_plate(values[name], len(shape), info, indices)
         return values
 
@@ -975,7 +1194,7 @@ class NaMIGuide(AutoGuide):
         self._require_setup()
         if name not in self._read_by:
             raise SiteNotFoundError(name, sorted(self._read_by), what="guide parent")
-        return self.inputs[self._keys[name]]
+        return self.inputs[self._feature_keys[name]]
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -1002,6 +1221,73 @@ class NaMIGuide(AutoGuide):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _LengthState:
+    """What a :class:`NaMIGuide` reads at one length of a ``pyro.markov`` loop other
+    than the one it was built for: the model compiled at that length, the guide's
+    structure there, the bindings and readers of its sites, the modules of its
+    steps (views of the shared ones). ``None``: the built guide's own."""
+
+    ATTRIBUTES = (
+        "graph",
+        "_model_trace",
+        "_structure",
+        "_block",
+        "_read_by",
+        "_feature_keys",
+        "_step_modules",
+        "_binder",
+        "bindings",
+        "_masks",
+        "_given_shapes",
+        "_witness",
+    )
+    graph: ModelGraph
+    _model_trace: Any
+    _structure: dict[str, tuple[tuple[str, PlateLink], ...]]
+    _block: dict[str, tuple[str | None, ...]]
+    _read_by: set[str]
+    _feature_keys: dict[str, str]
+    _step_modules: dict[str, nn.Module]
+    _binder: GuideBinder | None = None
+    bindings: dict[str, Any] | None = None
+    _masks: dict[str, list[Callable[..., Any]]] | None = None
+    _given_shapes: dict[str, tuple[int, tuple[int, ...]]] | None = None
+    _witness: dict[str, tuple[str, int]] | None = None
+
+
+def _group(name: str) -> str:
+    """A name's series template (``"x_{t}"`` for ``"x_3"``), or the name itself."""
+    split = split_step(name)
+    return name if split is None else split[0]
+
+
+def _slice_key(time: TimeStructure) -> tuple:
+    """What must agree between two lengths of one loop: its series and links."""
+    return (
+        frozenset((s.template, s.kind) for s in time.series),
+        frozenset((link.parent, link.child, link.lag, link.initial) for link in time.links),
+        frozenset(time.static),
+    )
+
+
+def _series_links(
+    time: TimeStructure | None, structure: Mapping[str, tuple[tuple[str, PlateLink], ...]]
+) -> dict[str, dict[str, PlateLink]]:
+    """``{first site of a latent series: {parent group: plate link}}`` from the
+    built structure: the links of the steps of any length."""
+    out: dict[str, dict[str, PlateLink]] = {}
+    if time is None:
+        return out
+    for series in time.series:
+        links: dict[str, PlateLink] = {}
+        for site in series.sites:
+            for parent, link in structure.get(site, ()):
+                links.setdefault(_group(parent), link)
+        out[series.sites[0]] = links
+    return out
 
 
 def _check_init_scale(

@@ -9,25 +9,39 @@ al.'s structured inference network (2017),
 
 and in min-fill order its mirror, :math:`\prod_t q(z_t \mid z_{t+1}, x_{1:t})`.
 Built step by step, the guide holds one network per step, the one of step
-:math:`t` reading :math:`O(T)` observations: :math:`O(T^2)` inputs in all.
-:func:`time_shared_conditionals` replaces them, for every latent series whose
-steps follow the slice :attr:`pgmdl.guides.plan.GuidePlan.time` reports, by
-**one** conditional per series (:class:`TimeSharedSeries`): the latents at
-fixed lags are read directly (a learned stand-in where the lag falls before
-the loop), the growing run of observations through a GRU run once per call
-over the observed series (backward in time for :math:`x_{t:T}`, forward for
+:math:`t` reading :math:`O(T)` observations: :math:`O(T^2)` inputs in all,
+and it serves one length only. :func:`time_shared_conditionals` replaces
+them, for every latent series whose steps follow the slice
+:attr:`pgmdl.guides.plan.GuidePlan.time` reports, by **one** conditional
+per series (:class:`TimeSharedSeries`): the latents at fixed lags are read
+directly (a learned stand-in where the lag falls before or after the loop),
+the growing run of observations through a GRU run once per call over the
+observed series (backward in time for :math:`x_{t:T}`, forward for
 :math:`x_{1:t}`), and the sites outside the loop as they are. The guide's
 structure (what each step conditions on) is the plan's: only the function
 class changes, :math:`O(T)` work and parameters independent of :math:`T`.
 
+Because nothing in it depends on :math:`T`, the same guide serves sequences
+of any length: :class:`SequencePattern` is the slice of the guide (which
+site each step reads, in which order the steps are sampled), read off the
+plan at the length the guide was built for and unrolled to any other
+(:meth:`SequencePattern.unroll`). The tests check the unrolled structure
+against NaMI run on the unrolled model, length by length, in every order.
+
+A model argument laid out like the observed data, with the loop's axis
+(``mask`` of shape ``(N, T)`` in the deep Markov model, controls ``u`` of
+shape ``(N, T, d_u)``), is a *time-indexed input*: its step ``t`` enters the
+GRU with the observations of step ``t`` (:class:`TimeIndexedInput`), so a
+padded step is seen as padded and the width does not depend on :math:`T`.
+
 A series whose steps do not all fit that pattern keeps its per-step
-conditionals.
+conditionals (and the guide serves only its first length).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -42,7 +56,7 @@ class StepRoles:
 
     Attributes:
         site: the step's site.
-        position: its step's index among the series' steps.
+        position: its step's index in the loop (0 for the loop's first step).
         lagged: ``{role: parent site or None}`` for the latents at fixed
             offsets (``"z_{t}@-1"``); None where the offset falls outside
             the loop.
@@ -55,26 +69,46 @@ class StepRoles:
     static: tuple[str, ...]
 
 
+class TimeIndexedInput(nn.Module):
+    """A model argument with the loop's axis, as ``(..., T, features)``.
+
+    ``replicate_shape`` is the argument's shape inside its plates at the
+    length the guide was built for; ``axis`` the position of the loop's axis
+    in it. No parameters: the GRU sees the raw values (a mask as 0/1)."""
+
+    def __init__(self, replicate_shape: tuple[int, ...], axis: int) -> None:
+        super().__init__()
+        self.replicate_shape = tuple(replicate_shape)
+        self.axis = axis
+        width = 1
+        for i, size in enumerate(self.replicate_shape):
+            if i != axis:
+                width *= size
+        self.features = width
+
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
+        ndim = len(self.replicate_shape)
+        batch = value.shape[: value.dim() - ndim]
+        moved = value.movedim(value.dim() - ndim + self.axis, len(batch))
+        return moved.reshape(batch + (moved.shape[len(batch)], self.features)).float()
+
+
 class TimeSharedSeries(nn.Module):
     """What every step of one latent series shares: the GRU summarizing the
     observed series, stand-ins for absent lagged latents, the head.
 
     Args:
-        summary_sites: per step of the series, the observed sites whose
-            features enter the GRU at that step (the observed series at
-            that step).
         direction: ``"future"`` (step ``t`` summarizes steps ``t..T``: the GRU
             runs backwards) or ``"past"`` (steps ``1..t``: forwards).
         summary_features: the width of one step's GRU input.
         hidden: the GRU's width.
         lagged_features: ``{role: width}`` of the lagged latents.
-        head: the conditional mapping ``{"summary", roles..., statics...}`` to
-            the step's distribution.
+        head: the conditional mapping ``{"summary", "now", roles..., statics...}``
+            to the step's distribution.
     """
 
     def __init__(
         self,
-        summary_sites: Sequence[Sequence[str]],
         direction: str,
         summary_features: int,
         hidden: int,
@@ -82,7 +116,6 @@ class TimeSharedSeries(nn.Module):
         head: Conditional,
     ) -> None:
         super().__init__()
-        self.summary_sites = [tuple(s) for s in summary_sites]
         self.direction = direction
         self.rnn = nn.GRU(summary_features, hidden, batch_first=True)
         self.stand_ins = nn.ParameterDict(
@@ -94,12 +127,10 @@ class TimeSharedSeries(nn.Module):
         self.head = head
         self._summary: torch.Tensor | None = None
 
-    def summarize(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Run the GRU over this call's observed series; returns ``(..., T, hidden)``
-        (kept for the other steps of the call)."""
-        steps = [torch.cat([features[s] for s in sites], -1) for sites in self.summary_sites]
-        batch = torch.broadcast_shapes(*(x.shape[:-1] for x in steps))
-        sequence = torch.stack([x.expand(batch + x.shape[-1:]) for x in steps], -2)
+    def summarize(self, sequence: torch.Tensor) -> torch.Tensor:
+        """Run the GRU over this call's observed series ``(..., T, features)``;
+        returns ``(..., T, hidden)`` (kept for the other steps of the call)."""
+        batch = sequence.shape[:-2]
         flat = sequence.reshape((-1,) + sequence.shape[-2:])
         if self.direction == "future":
             flat = flat.flip(-2)
@@ -111,13 +142,39 @@ class TimeSharedSeries(nn.Module):
 
 
 class StepConditional(nn.Module):
-    """One step's view of a :class:`TimeSharedSeries` (no parameters of its own)."""
+    """One step's view of a :class:`TimeSharedSeries` (no parameters of its own).
 
-    def __init__(self, shared: TimeSharedSeries, roles: StepRoles, first: bool) -> None:
+    Args:
+        shared: the series' shared modules.
+        roles: how this step reads its parents.
+        first: this step is sampled first in its series: it runs the GRU for
+            the call.
+        summary_sites: per step of the loop, the observed sites of that step
+            (the GRU's input with ``time_inputs``).
+        time_inputs: the time-indexed inputs (:class:`TimeIndexedInput`).
+    """
+
+    def __init__(
+        self,
+        shared: TimeSharedSeries,
+        roles: StepRoles,
+        first: bool,
+        summary_sites: Sequence[Sequence[str]],
+        time_inputs: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.shared = shared
         self.roles = roles
-        self.first = first  # sampled first in the series: runs the GRU for this call
+        self.first = first
+        self.summary_sites = tuple(tuple(s) for s in summary_sites)
+        self.time_inputs = tuple(time_inputs)
+
+    def _sequence(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        steps = [torch.cat([inputs[s] for s in sites], -1) for sites in self.summary_sites]
+        observed = torch.stack(torch.broadcast_tensors(*steps), -2) if steps else None
+        parts = [observed] + [inputs[name] for name in self.time_inputs]
+        batch = torch.broadcast_shapes(*(p.shape[:-2] for p in parts))
+        return torch.cat([p.expand(batch + p.shape[-2:]) for p in parts], -1)
 
     def forward(
         self,
@@ -127,11 +184,16 @@ class StepConditional(nn.Module):
         masks: Mapping[int, torch.Tensor] | None = None,
     ) -> torch.distributions.Distribution:
         shared = self.shared
-        summary = shared.summarize(inputs) if self.first else shared._summary
+        if self.first:
+            shared.summarize(self._sequence(inputs))
+        summary = shared._summary
         assert summary is not None, "the series' first step runs before the others"
-        h = summary[..., self.roles.position, :]
-        now = [inputs[s] for s in shared.summary_sites[self.roles.position]]
-        read = {"summary": h, "now": torch.cat(now, -1) if len(now) > 1 else now[0]}
+        position = self.roles.position
+        h = summary[..., position, :]
+        now = [inputs[s] for s in self.summary_sites[position]]
+        now += [inputs[name][..., position, :] for name in self.time_inputs]
+        batch = torch.broadcast_shapes(*(x.shape[:-1] for x in now))
+        read = {"summary": h, "now": torch.cat([x.expand(batch + x.shape[-1:]) for x in now], -1)}
         for role, parent in self.roles.lagged.items():
             if parent is None:
                 stand_in = shared.stand_ins[_key(role)]
@@ -143,76 +205,285 @@ class StepConditional(nn.Module):
         return shared.head(read, block, max_depth, masks)
 
 
+@dataclass(frozen=True)
+class SeriesPattern:
+    """The slice of one time-shared latent series.
+
+    Attributes:
+        template: the series (``"z_{t}"``).
+        lags: ``{role: (latent series template, offset)}``.
+        observed: the observed series its steps summarize.
+        static: its parents outside the loop.
+        first, last: its steps are ``first .. T - 1 - last`` of a loop of ``T``.
+    """
+
+    template: str
+    lags: Mapping[str, tuple[str, int]]
+    observed: tuple[str, ...]
+    static: tuple[str, ...]
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class SequencePattern:
+    """The guide of a ``pyro.markov`` loop as one slice, for any length.
+
+    Attributes:
+        series: the time-shared latent series.
+        before, after: the latent sites outside the loop the guide samples
+            before and after the loop's.
+        descending: the guide samples the steps from last to first.
+        direction: ``"future"`` (each step reads the observations from its own
+            to the last) or ``"past"`` (from the first to its own).
+        within: the order of the series at one step.
+        time_inputs: the time-indexed inputs.
+        length: the loop length the guide was built for.
+        problem: why the guide cannot serve another length (None: it can).
+    """
+
+    series: tuple[SeriesPattern, ...]
+    before: tuple[str, ...]
+    after: tuple[str, ...]
+    descending: bool
+    direction: str
+    within: tuple[str, ...]
+    time_inputs: tuple[str, ...]
+    length: int
+    observed_series: tuple[str, ...] = field(default=())
+    problem: str | None = None
+
+    def order(self, length: int) -> list[str]:
+        """The latent sites in the guide's sampling order at ``length`` steps."""
+        by_template = {s.template: s for s in self.series}
+        steps = range(length - 1, -1, -1) if self.descending else range(length)
+        inside = [
+            template.replace("{t}", str(t))
+            for t in steps
+            for template in self.within
+            if by_template[template].first <= t <= length - 1 - by_template[template].last
+        ]
+        return list(self.before) + inside + list(self.after)
+
+    def unroll(self, length: int) -> dict[str, tuple[StepRoles, tuple[str, ...]]]:
+        """``{site: (roles, parents)}`` of every step of every series at ``length``
+        steps, in sampling order; ``parents`` as NaMI's inverse names them."""
+        by_template = {s.template: s for s in self.series}
+        out = {}
+        for site in self.order(length):
+            split = _split(site, by_template)
+            if split is None:
+                continue
+            pattern, t = split
+            lagged: dict[str, str | None] = {}
+            parents: list[str] = list(pattern.static)
+            for role, (template, offset) in pattern.lags.items():
+                other = by_template[template]
+                u = t + offset
+                inside = other.first <= u <= length - 1 - other.last
+                lagged[role] = template.replace("{t}", str(u)) if inside else None
+                if inside:
+                    parents.append(lagged[role])  # type: ignore[arg-type]
+            run = range(t, length) if self.direction == "future" else range(t + 1)
+            parents += [o.replace("{t}", str(u)) for o in pattern.observed for u in run]
+            out[site] = (StepRoles(site, t, lagged, pattern.static), tuple(parents))
+        return out
+
+    def summary_sites(self, length: int) -> list[tuple[str, ...]]:
+        """Per step, the observed sites the GRU reads at that step."""
+        return [
+            tuple(template.replace("{t}", str(t)) for template in self.observed_series)
+            for t in range(length)
+        ]
+
+
+def _split(site: str, by_template: Mapping[str, SeriesPattern]) -> tuple[SeriesPattern, int] | None:
+    from pgmdl.graph.time import split_step
+
+    split = split_step(site)
+    if split is None or split[0] not in by_template:
+        return None
+    return by_template[split[0]], split[1]
+
+
 def time_shared_conditionals(
     plan: GuidePlan,
     widths: Mapping[str, int],
     make_head: Callable[[str, list[ParentSpec]], Conditional],
     hidden: int = 64,
-) -> dict[str, StepConditional]:
+    time_inputs: Mapping[str, int] | None = None,
+) -> tuple[dict[str, StepConditional], SequencePattern | None]:
     """``{site: StepConditional}`` for the latent series whose every step fits
-    the shared pattern (see the module docstring); other sites are left out.
+    the shared pattern (see the module docstring; other sites are left out),
+    and the guide's :class:`SequencePattern` (None without a loop).
 
     Args:
         plan: the guide's plan, with its :attr:`~pgmdl.guides.plan.GuidePlan.time`.
         widths: the feature width of every name a conditional reads.
         make_head: builds the series' head from its first step's site and
-            the head's parent specs (``"summary"``, the lagged roles, the statics).
+            the head's parent specs (``"summary"``, ``"now"``, the lagged
+            roles, the statics).
         hidden: the GRU's width.
+        time_inputs: ``{input: width of one step}`` of the time-indexed inputs.
     """
     time = plan.time
     if time is None:
-        return {}
+        return {}, None
+    time_inputs = dict(time_inputs or {})
+    length = time.steps[-1] + 1
     out: dict[str, StepConditional] = {}
+    patterns: list[SeriesPattern] = []
+    problems: list[str] = []
+    directions: set[str] = set()
+    observed_all: set[tuple[str, ...]] = set()
     for series in time.series:
-        if series.kind != "latent" or any(site not in plan for site in series.sites):
+        if series.kind != "latent":
             continue
-        fitted = _fit_series(plan, series)
+        if any(site not in plan for site in series.sites):
+            problems.append(f"the guide does not sample every step of {series.template}")
+            continue
+        fitted = _fit_series(plan, series, time_inputs)
         if fitted is None:
+            problems.append(
+                f"the steps of {series.template} do not read their parents alike (fixed lags "
+                "of latents, the run of observations from or to their own step, the same "
+                "sites outside the loop)"
+            )
             continue
-        steps, direction, observed = fitted
+        steps, direction, observed, lags = fitted
+        directions.add(direction)
+        observed_all.add(tuple(o.template for o in observed))
         lagged = {role: widths[p] for s in steps for role, p in s.lagged.items() if p}
         if any(role not in lagged for s in steps for role in s.lagged):
-            continue  # a lag no step reads: nothing to learn its width from
+            problems.append(f"a lag of {series.template} falls outside the loop at every step")
+            continue
         first = steps[0]
-        summary_sites = [tuple(s.site(t) for s in observed) for t in series.steps]
-        summary_width = sum(widths[s] for s in summary_sites[0])
+        summary_sites = [tuple(s.site(t) for s in observed) for t in range(length)]
+        step_width = sum(widths[s] for s in summary_sites[0])
+        step_width += sum(time_inputs.values())
         # the step's own observations also enter directly: a linear path to the head
-        specs = [ParentSpec("summary", hidden), ParentSpec("now", summary_width)]
+        specs = [ParentSpec("summary", hidden), ParentSpec("now", step_width)]
         specs += [ParentSpec(role, width) for role, width in lagged.items()]
         for name in first.static:
             link = next(p.link for p in plan[first.site].parents if p.name == name)
             dims = tuple(plan.graph.plates[p].dim for p in link.pooled)
             specs.append(ParentSpec(name, widths[name], pooled_dims=dims))  # type: ignore[arg-type]
         shared = TimeSharedSeries(
-            summary_sites, direction, summary_width, hidden, lagged, make_head(first.site, specs)
+            direction, step_width, hidden, lagged, make_head(first.site, specs)
         )
         order = [s for s in plan.order if s in set(series.sites)]
         for roles in steps:
-            out[roles.site] = StepConditional(shared, roles, first=roles.site == order[0])
-    return out
+            out[roles.site] = StepConditional(
+                shared, roles, roles.site == order[0], summary_sites, tuple(time_inputs)
+            )
+        patterns.append(
+            SeriesPattern(
+                series.template,
+                lags,
+                tuple(o.template for o in observed),
+                first.static,
+                series.steps[0],
+                length - 1 - series.steps[-1],
+            )
+        )
+    pattern = _sequence_pattern(plan, patterns, directions, observed_all, time_inputs, length)
+    if problems:  # the series' own reasons come first
+        pattern = replace(pattern, problem="; ".join(problems))
+    return out, pattern
 
 
-def _fit_series(plan: GuidePlan, series) -> tuple[list[StepRoles], str, list] | None:  # noqa: ANN001
-    """Each step's roles, the summary's direction and the observed series it
-    reads, or None when some step does not fit the shared pattern."""
+def _sequence_pattern(
+    plan: GuidePlan,
+    patterns: list[SeriesPattern],
+    directions: set[str],
+    observed: set[tuple[str, ...]],
+    time_inputs: Mapping[str, int],
+    length: int,
+) -> SequencePattern:
+    """The guide's slice, checked to unroll to the plan's own order and parents
+    at the built length (a problem is recorded otherwise)."""
+    time = plan.time
+    assert time is not None
+    shared = {p.template for p in patterns}
+    in_loop = [s for s in plan.order if time.series_of(s) is not None]
+    outside = [s for s in plan.order if time.series_of(s) is None]
+    loop_positions = [plan.order.index(s) for s in in_loop]
+    before = tuple(s for s in outside if loop_positions and plan.order.index(s) < loop_positions[0])
+    after = tuple(s for s in outside if s not in before)
+    steps = [time.series_of(s)[1] for s in in_loop]  # type: ignore[index]
+    descending = len(steps) > 1 and steps[0] > steps[-1]
+    first_step = steps[0] if steps else 0
+    within = tuple(
+        time.series_of(s)[0].template  # type: ignore[index]
+        for s in in_loop
+        if time.series_of(s)[1] == first_step  # type: ignore[index]
+    )
+    pattern = SequencePattern(
+        series=tuple(patterns),
+        before=before,
+        after=after,
+        descending=descending,
+        direction=next(iter(directions)) if len(directions) == 1 else "future",
+        within=within,
+        time_inputs=tuple(time_inputs),
+        length=length,
+        observed_series=next(iter(observed)) if len(observed) == 1 else (),
+    )
+    problem = None
+    if time.steps[0] != 0:
+        problem = f"the loop starts at step {time.steps[0]}, not 0"
+    elif len(directions) > 1 or len(observed) > 1:
+        problem = "the latent series summarize different runs of observations"
+    elif set(within) != shared:
+        problem = "some latent series of the loop are not shared across steps"
+    elif pattern.order(length) != list(plan.order):
+        problem = "the guide's order is not the same at every step"
+    else:
+        for site, (_, parents) in pattern.unroll(length).items():
+            expected = {p.name for p in plan[site].parents if p.name not in time_inputs}
+            if set(parents) != expected:
+                problem = f"the parents of {site!r} are not those of the slice"
+                break
+    for site in outside:
+        reads = [p.name for p in plan[site].parents if time.series_of(p.name) is not None]
+        if reads and problem is None:
+            problem = (
+                f"latent site {site!r}, outside the loop, reads sites of the loop "
+                f"({', '.join(reads[:3])}{', ...' if len(reads) > 3 else ''})"
+            )
+    return _with_problem(pattern, problem) if problem else pattern
+
+
+def _with_problem(pattern: SequencePattern, problem: str) -> SequencePattern:
+    return replace(pattern, problem=pattern.problem or problem)
+
+
+def _fit_series(plan: GuidePlan, series, time_inputs: Mapping[str, int]):  # noqa: ANN001, ANN202
+    """Each step's roles, the summary's direction, the observed series it reads
+    and the lags, or None when some step does not fit the shared pattern."""
     time = plan.time
     assert time is not None
     by_template = {s.template: s for s in time.series}
     directions, observed_templates, statics = set(), None, None
     steps = []
-    for position, t in enumerate(series.steps):
+    lags: dict[str, tuple[str, int]] = {}
+    for t in series.steps:
         site = series.site(t)
         lagged: dict[str, str | None] = {}
         runs: dict[str, list[int]] = {}
         static = []
         for parent in plan[site].parents:
+            if parent.name in time_inputs:
+                continue
             found = time.series_of(parent.name)
             if found is None:
                 static.append(parent.name)
                 continue
             other, u = found
             if other.kind == "latent":
-                lagged[f"{other.template}@{u - t:+d}"] = parent.name
+                role = f"{other.template}@{u - t:+d}"
+                lagged[role] = parent.name
+                lags[role] = (other.template, u - t)
             else:
                 runs.setdefault(other.template, []).append(u)
         for template, us in runs.items():
@@ -228,17 +499,17 @@ def _fit_series(plan: GuidePlan, series) -> tuple[list[StepRoles], str, list] | 
         if tuple(sorted(runs)) != observed_templates or (statics is not None and statics != static):
             return None
         statics = static
-        steps.append(StepRoles(site, position, lagged, tuple(static)))
+        steps.append(StepRoles(site, t, lagged, tuple(static)))
     if len(directions) != 1 or not observed_templates:
         return None
-    if any(by_template[o].steps != series.steps for o in observed_templates):
+    loop = time.steps
+    if any(by_template[o].steps != loop for o in observed_templates):
         return None
-    roles = {role for s in steps for role in s.lagged}
+    roles = sorted(lags)
     steps = [
-        StepRoles(s.site, s.position, {r: s.lagged.get(r) for r in sorted(roles)}, s.static)
-        for s in steps
+        StepRoles(s.site, s.position, {r: s.lagged.get(r) for r in roles}, s.static) for s in steps
     ]
-    return steps, directions.pop(), [by_template[o] for o in observed_templates]
+    return steps, directions.pop(), [by_template[o] for o in observed_templates], lags
 
 
 def _key(role: str) -> str:

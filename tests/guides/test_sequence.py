@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
 import pgmdl
@@ -74,3 +75,73 @@ def test_a_series_that_does_not_fit_keeps_its_own_conditionals():
     guide = pgmdl.NaMIGuide(independent, time_shared=True).setup(torch.zeros(3, 4))
     assert not isinstance(guide.conditional("z_2"), StepConditional)
     assert guide.parents("z_2") == ("x_2",)
+
+
+# ---------------------------------------------------------------- any length per call
+
+
+def _controlled(x, u, mask=None):  # noqa: ANN001, ANN202 - a first-order SSM with controls, as users write it
+    n, steps = x.shape[0], x.shape[1]
+    z = x.new_zeros(n, 2)
+    with pyro.plate("sequences", n):
+        for t in pyro.markov(range(steps)):
+            loc = 0.9 * z + u[:, t] if t else z
+            with poutine.mask(mask=True if mask is None else mask[:, t]):
+                z = pyro.sample(f"z_{t}", dist.Normal(loc, 0.5).to_event(1))
+                pyro.sample(
+                    f"x_{t}", dist.Normal(z.sum(-1, keepdim=True), 0.3).to_event(1), obs=x[:, t]
+                )
+
+
+def _controlled_args(length: int, n: int = 3):  # noqa: ANN202
+    x, u = torch.randn(n, length, 1), torch.randn(n, length, 2)
+    mask = torch.arange(length)[None, :] < torch.tensor([length, max(length - 2, 1), 1])[:, None]
+    return x, u, mask
+
+
+@pytest.mark.parametrize("order", ["reverse", "min-fill", "topological"])
+@pytest.mark.parametrize("case", ["ssm", "controlled"])
+def test_the_slice_unrolls_to_nami_on_the_unrolled_model_at_every_length(order, case):
+    """The guide built at one length, unrolled to others, is NaMI's inverse of the
+    model compiled at those lengths: same sites, same order, same parents."""
+    if case == "ssm":
+        model, args = LinearGaussianSSM().model, lambda n: (sample(n, n=4).x,)
+    else:
+        model, args = _controlled, _controlled_args
+    pyro.clear_param_store()
+    guide = pgmdl.NaMIGuide(model, order=order, time_shared=True).setup(*args(5))
+    pattern = guide.sequence
+    assert pattern is not None and pattern.problem is None
+    time_inputs = set(pattern.time_inputs)
+    assert time_inputs == (set() if case == "ssm" else {"u", "mask"})
+    for length in range(2, 9):
+        inverse = pgmdl.invert(pgmdl.compile(model, *args(length)), order=order)
+        assert pattern.order(length) == list(inverse.order), length
+        for site, (_, parents) in pattern.unroll(length).items():
+            assert set(parents) == set(inverse.parents(site)) - time_inputs, (length, site)
+
+
+def test_one_guide_serves_sequences_of_any_length():
+    ssm = LinearGaussianSSM()
+    pyro.clear_param_store()
+    guide = pgmdl.NaMIGuide(ssm.model, order="reverse", time_shared=True).setup(sample(5).x)
+    size = parameters(guide)
+    for length in (2, 5, 11):
+        x = sample(length, n=4).x
+        trace = poutine.trace(guide).get_trace(x)
+        latent = {n for n, m in trace.nodes.items() if m["type"] == "sample"} - {"sequences"}
+        assert latent == {f"z_{t}" for t in range(length)}
+        assert torch.isfinite(torch.tensor(Trace_ELBO().loss(ssm.model, guide, x)))
+    assert parameters(guide) == size  # no module was added for the new lengths
+
+
+def test_a_guide_that_cannot_share_refuses_another_length_saying_why():
+    """The DVBF's innovations read every earlier innovation (its state is a
+    deterministic function of them all): no fixed lag, so no shared slice."""
+    from models import dvbf
+
+    x, u, mask = dvbf.example_args()[0]
+    guide = pgmdl.NaMIGuide(dvbf.model, order="reverse", time_shared=True).setup(x, u, mask)
+    assert guide.sequence is not None and "beta_{t}" in guide.sequence.problem
+    with pytest.raises(pgmdl.GuideError, match="cannot serve another length.*beta_"):
+        guide(x[:, :3], u[:, :3], mask[:, :3])
