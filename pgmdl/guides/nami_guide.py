@@ -199,10 +199,15 @@ class NaMIGuide(AutoGuide):
             encoder sees it: generalizes better on small data sets at large
             learning rates; continuous latent parents stay standardized).
         time_shared: for a ``pyro.markov`` loop, one conditional per latent
-            series shared by its steps (a GRU summary of the growing run of
-            observations, :mod:`pgmdl.guides.sequence`) instead of one per
-            step: parameters independent of the length, :math:`O(T)` inputs
-            instead of :math:`O(T^2)`. The guide still serves one length.
+            series shared by its steps (a GRU and a linear recurrence
+            summarizing the growing run of observations,
+            :mod:`pgmdl.guides.sequence`) instead of one per step: parameters
+            independent of the length, :math:`O(T)` inputs instead of
+            :math:`O(T^2)`, and one guide for sequences of any length (a call
+            at a new length compiles the model there once and unrolls the
+            guide's slice, ``guide.sequence``, to it). Arguments laid out like
+            the data with the loop's axis (a padding mask, controls) are read
+            step by step.
         init_loc_fn: where a global site's free parameters start, and an
             amortized conditional when the prior has no analytic mean: Pyro's
             ``init_to_mean`` by default (the prior's mean; its median where
@@ -326,6 +331,7 @@ class NaMIGuide(AutoGuide):
         self._time_inputs: dict[str, int] = {}
         self._series_feature_keys: dict[str, str] = {}
         self._series_links: dict[str, dict[str, PlateLink]] = {}
+        self._argument_dtypes: dict[str, torch.dtype | None] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -400,7 +406,7 @@ class NaMIGuide(AutoGuide):
         self._witness = self._plate_witnesses(graph, arguments)
         device = self._device(args, kwargs)
         if self.time_shared:
-            self._time_inputs = self._time_indexed_inputs(graph)
+            self._time_inputs = self._time_indexed_inputs(graph, arguments)
         modules = nn.ModuleDict()
         self._keys: dict[str, str] = {}
         inputs = nn.ModuleDict()
@@ -473,11 +479,21 @@ class NaMIGuide(AutoGuide):
 
         hidden = max(self.hidden) if self.hidden else 32
         time_inputs = {name: widths[name] for name in self._time_inputs}
+        masks = [
+            name
+            for name in self._time_inputs
+            if widths[name] == 1 and self._argument_dtypes.get(name) == torch.bool
+        ]
         return time_shared_conditionals(
-            self.plan, widths, make_head, hidden=hidden, time_inputs=time_inputs
+            self.plan,
+            widths,
+            make_head,
+            hidden=hidden,
+            time_inputs=time_inputs,
+            step_mask=masks[0] if len(masks) == 1 else None,
         )
 
-    def _time_indexed_inputs(self, graph: ModelGraph) -> dict[str, int]:
+    def _time_indexed_inputs(self, graph: ModelGraph, arguments: dict[str, Any]) -> dict[str, int]:
         """``{input: axis}`` for the model arguments laid out like the data the loop
         observes step by step, with the loop's axis at the same place (``mask``
         ``(N, T)`` beside ``x`` ``(N, T, d)``); ``axis`` is its position in the
@@ -505,6 +521,8 @@ class NaMIGuide(AutoGuide):
                 continue
             if len(shape) > axis and shape[axis] == size:
                 out[name] = axis
+                value = self._binder.read(arguments, name)
+                self._argument_dtypes[name] = getattr(value, "dtype", None)
         return out
 
     def _share_series_features(self) -> None:
@@ -916,7 +934,9 @@ class NaMIGuide(AutoGuide):
             return self._lengths[size]
         pattern, built = self.sequence, self.plan.time
         assert pattern is not None and built is not None
-        with poutine.block():
+        # running the model here must neither reach the caller's trace nor move the
+        # random stream the caller's own draws follow
+        with poutine.block(), torch.random.fork_rng(devices=[]):
             graph = compile_model(self.model, model_args=args, model_kwargs=kwargs)
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         time = time_structure(graph)
@@ -956,7 +976,12 @@ class NaMIGuide(AutoGuide):
             shared = self.conditionals[self._keys[first_site[template]]].shared
             roles = unrolled[site][0]
             steps[site] = StepConditional(
-                shared, roles, template not in seen, summary_sites, pattern.time_inputs
+                shared,
+                roles,
+                template not in seen,
+                summary_sites,
+                pattern.time_inputs,
+                pattern.step_mask,
             )
             seen.add(template)
         state = _LengthState(

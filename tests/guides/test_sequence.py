@@ -145,3 +145,29 @@ def test_a_guide_that_cannot_share_refuses_another_length_saying_why():
     assert guide.sequence is not None and "beta_{t}" in guide.sequence.problem
     with pytest.raises(pgmdl.GuideError, match="cannot serve another length.*beta_"):
         guide(x[:, :3], u[:, :3], mask[:, :3])
+
+
+def test_padding_after_a_sequence_changes_nothing_at_its_real_steps():
+    """Run backwards, each sequence of a padded batch starts at its own last real
+    step, so how much padding follows it does not reach its real steps."""
+    ssm = LinearGaussianSSM()
+    data = sample(4, n=2, seed=3)
+    pyro.clear_param_store()
+    guide = pgmdl.NaMIGuide(ssm.model, order="reverse", time_shared=True)
+    guide.setup(data.x, data.mask)
+    assert guide.sequence.step_mask == "mask"
+    guide.eval()
+    with torch.no_grad():  # heads start at zero: move every parameter off its start
+        for parameter in guide.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    locs = []
+    for padding in (0, 3, 7):
+        x = torch.cat([data.x, torch.zeros(2, padding, data.x.shape[-1], dtype=data.x.dtype)], 1)
+        mask = torch.arange(4 + padding)[None, :] < 4
+        guide(x, mask.expand(2, -1))  # the first call at a length compiles the model there
+        pyro.set_rng_seed(0)
+        trace = poutine.trace(guide).get_trace(x, mask.expand(2, -1))
+        locs.append(torch.stack([trace.nodes[f"z_{t}"]["fn"].mean for t in range(4)]))
+    assert torch.allclose(locs[0], locs[1], atol=1e-5) and torch.allclose(
+        locs[0], locs[2], atol=1e-5
+    )
