@@ -47,7 +47,10 @@ def test_sequences_fast_mode_prints_every_table(capsys):
     reads = [title for _, title in sequences.COST_COLUMNS].index("parent reads")
     assert [row[reads] for row in rows if row[1] == "NaMI min-fill"] == ["19", "64"], out
 
-    assert "3. Known limits" in out
+    assert "3. Lengths" in out
+    assert "time-shared, built at T=8, called with T=10: works: the guide samples 10 of 10" in out
+    header, rows = _table(lines, "length seen in training")
+    assert [row[0] for row in rows] == ["5", "10", "15", "40", "100"], out
     assert "built at T=8, called with T=6" in out and "GuideError" in out
     assert "called with T=10: GuideError" in out  # no longer left to the prior
     assert "wall time:" in out
