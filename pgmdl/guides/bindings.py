@@ -206,7 +206,7 @@ class GuideBinder:
         self._bind_views()
         self._bind_aligned_inputs()
         self.reader = ArgumentReader(model, self.bindings)
-        self.loop_axes = _loop_axes(graph)
+        self.loop_axes = loop_axes(graph)
 
     def check_loop_length(self, arguments: dict[str, Any]) -> None:
         """Refuse a call whose sequences are longer than those the guide was built
@@ -502,7 +502,7 @@ def describe_given(graph: ModelGraph | None, name: str) -> str:
     return f"model input {name!r}"
 
 
-def _loop_axes(graph: ModelGraph) -> dict[str, tuple[int, int, str]]:
+def loop_axes(graph: ModelGraph) -> dict[str, tuple[int, int, str]]:
     """``{argument path: (dim, size, site)}`` for the arguments a ``pyro.markov``
     loop observes one step at a time (``obs=x[:, t]``): the dimension indexed
     by an integer, and its size when the guide was built."""

@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,7 @@ from pyro.infer.autoguide.initialization import init_to_mean
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 
-from pgmdl.errors import GuideError, GuideWarning, SiteNotFoundError, TrainingError
+from pgmdl.errors import GuideError, GuideWarning, ModelError, SiteNotFoundError, TrainingError
 from pgmdl.graph.compile import compile_model
 from pgmdl.graph.masked_plate import MaskedPlate
 from pgmdl.graph.model_graph import ModelGraph
@@ -88,7 +88,7 @@ from pgmdl.graph.plated import PlateLink
 from pgmdl.graph.sites import PlateInfo, SiteMask
 from pgmdl.graph.time import TimeStructure, split_step, time_structure
 from pgmdl.graph.tracing import unwrap_distribution
-from pgmdl.guides.bindings import GuideBinder, describe_given, sometimes_observed
+from pgmdl.guides.bindings import GuideBinder, describe_given, loop_axes, sometimes_observed
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
     Family,
@@ -99,9 +99,12 @@ from pgmdl.guides.families import (
 )
 from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
 from pgmdl.guides.sequence import (
+    PROTOTYPE_STEPS,
     SequencePattern,
     StepConditional,
     TimeIndexedInput,
+    prototype_call,
+    same_slice,
     time_shared_conditionals,
 )
 from pgmdl.nn import ResidualMLP
@@ -332,6 +335,7 @@ class NaMIGuide(AutoGuide):
         self._series_feature_keys: dict[str, str] = {}
         self._series_links: dict[str, dict[str, PlateLink]] = {}
         self._argument_dtypes: dict[str, torch.dtype | None] = {}
+        self._setup_size: int | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -343,6 +347,9 @@ class NaMIGuide(AutoGuide):
         return self
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        full = None
+        if self.time_shared:  # plan a long loop on its first steps (sequence.PROTOTYPE_STEPS)
+            args, kwargs, full = self._prototype_arguments(args, kwargs)
         with poutine.block():  # running the model here must not reach the caller's trace
             graph = compile_model(self.model, model_args=args, model_kwargs=kwargs)
             self._sometimes, args, kwargs = sometimes_observed(self.model, graph, args, kwargs)
@@ -445,6 +452,39 @@ class NaMIGuide(AutoGuide):
             modules[key] = self._conditional(graph, site, parents)
         self.conditionals = modules.to(device)
         self._adopt_param_store()
+        if full is not None and self.sequence is not None and self.sequence.problem is None:
+            self._state_at(*full)
+            self._setup_size = full[0]
+
+    def _prototype_arguments(self, args: tuple, kwargs: dict) -> tuple[tuple, dict, tuple | None]:
+        """The arguments to plan a time-shared guide on: those of the call cut to the
+        loop's first :data:`~pgmdl.guides.sequence.PROTOTYPE_STEPS` steps when the
+        loop is longer (:func:`~pgmdl.guides.sequence.prototype_call`) and its
+        slice is the same there, else the call's own. The third value,
+        ``(size, args, kwargs, graph)`` of the call, builds its length's state."""
+        with poutine.block(), torch.random.fork_rng(devices=[]):
+            graph = compile_model(self.model, model_args=args, model_kwargs=kwargs, num_traces=1)
+            try:
+                time = time_structure(graph)
+            except ModelError:
+                return args, kwargs, None  # planned unrolled, with the plan's warning
+            if time is None:
+                return args, kwargs, None
+            axes = loop_axes(graph)
+            call = prototype_call(self.model, time, axes, args, kwargs)
+            if call is None:
+                return args, kwargs, None
+            short = compile_model(
+                self.model, model_args=call[0], model_kwargs=call[1], num_traces=1
+            )
+            try:
+                cut = time_structure(short)
+            except ModelError:
+                cut = None
+        if cut is None or cut.steps[-1] + 1 != PROTOTYPE_STEPS or not same_slice(cut, time):
+            return args, kwargs, None
+        size = next(iter(axes.values()))[1]
+        return call[0], call[1], (size, args, kwargs, graph)
 
     def _adopt_param_store(self) -> None:
         """Make the param store hold this guide's own parameter tensors.
@@ -926,9 +966,12 @@ class NaMIGuide(AutoGuide):
             for name, value in saved.items():
                 setattr(self, name, value)
 
-    def _state_at(self, size: int, args: tuple, kwargs: dict) -> _LengthState:
+    def _state_at(
+        self, size: int, args: tuple, kwargs: dict, graph: ModelGraph | None = None
+    ) -> _LengthState:
         """The guide at sequences of ``size`` steps: the model compiled at this call's
-        arguments (to find its sites, bindings and masks), the guide's slice
+        arguments (``graph``, if given; one trace: the structure was checked at the
+        built length and the loop's slice is checked here), the guide's slice
         unrolled to its length (:meth:`SequencePattern.unroll`), the same modules."""
         if size in self._lengths:
             return self._lengths[size]
@@ -937,17 +980,20 @@ class NaMIGuide(AutoGuide):
         # running the model here must neither reach the caller's trace nor move the
         # random stream the caller's own draws follow
         with poutine.block(), torch.random.fork_rng(devices=[]):
-            graph = compile_model(self.model, model_args=args, model_kwargs=kwargs)
+            if graph is None:
+                graph = compile_model(
+                    self.model, model_args=args, model_kwargs=kwargs, num_traces=1
+                )
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         time = time_structure(graph)
-        if time is None or _slice_key(time) != _slice_key(built):
+        if time is None or not same_slice(time, built):
             raise GuideError(
                 f"at {size} steps the model's pyro.markov loop is not the loop the guide was "
                 f"built on ({built.summary() if time is None else time.summary()}); a guide "
                 "serves the lengths of one loop"
             )
         length = time.steps[-1] + 1
-        unrolled = pattern.unroll(length)
+        unrolled = pattern.unroll_groups(length)
         first_site = {s.template: s.sites[0] for s in built.series}
         structure: dict[str, tuple[tuple[str, PlateLink], ...]] = {}
         block: dict[str, tuple[str | None, ...]] = {}
@@ -957,15 +1003,14 @@ class NaMIGuide(AutoGuide):
                 continue
             model_site = first_site[split_step(site)[0]]  # type: ignore[index]
             links = self._series_links[model_site]
-            parents = unrolled[site][1] + pattern.time_inputs
-            structure[site] = tuple((p, links[_group(p)]) for p in parents)
+            parents = unrolled[site][1] + tuple((name, name) for name in pattern.time_inputs)
+            structure[site] = tuple((name, links[group]) for name, group in parents)
             block[site] = self._block[model_site]
         feature_keys = dict(self._feature_keys)
-        for parents in structure.values():
-            for name, _ in parents:
-                split = split_step(name)
-                if name not in feature_keys and split and split[0] in self._series_feature_keys:
-                    feature_keys[name] = self._series_feature_keys[split[0]]
+        for _, parents in unrolled.values():
+            for name, group in parents:
+                if name not in feature_keys and group in self._series_feature_keys:
+                    feature_keys[name] = self._series_feature_keys[group]
         steps: dict[str, nn.Module] = {}
         seen: set[str] = set()
         summary_sites = pattern.summary_sites(length)
@@ -1200,42 +1245,58 @@ class NaMIGuide(AutoGuide):
 
     # ------------------------------------------------------------------ introspection
 
+    # The introspection below shows the guide at the length of the call that set it
+    # up (a time-shared guide of a long loop is planned on its first steps).
+
     def parents(self, site: str) -> tuple[str, ...]:
         """The parents ``site`` is conditioned on in this guide (after set-up)."""
         self._require_setup()
-        if site not in self._structure:
-            raise SiteNotFoundError(site, self._structure, what="guide site")
-        return tuple(p for p, _ in self._structure[site])
+        with self._shown():
+            if site not in self._structure:
+                raise SiteNotFoundError(site, self._structure, what="guide site")
+            return tuple(p for p, _ in self._structure[site])
 
-    def conditional(self, site: str) -> Conditional:
-        """The :class:`Conditional` module of ``site``."""
+    def conditional(self, site: str) -> nn.Module:
+        """The :class:`Conditional` module of ``site`` (a step of a time-shared series:
+        its :class:`~pgmdl.guides.sequence.StepConditional`)."""
         self._require_setup()
+        with self._shown():
+            if site in self._step_modules:
+                return self._step_modules[site]
         if site not in self._keys or self._keys[site] not in self.conditionals:
             raise SiteNotFoundError(site, self._keys, what="guide site with a built conditional")
         return self.conditionals[self._keys[site]]
 
-    def parent_features(self, name: str) -> ParentFeatures:
+    def parent_features(self, name: str) -> nn.Module:
         """The module turning parent ``name``'s values into normalized features."""
         self._require_setup()
-        if name not in self._read_by:
-            raise SiteNotFoundError(name, sorted(self._read_by), what="guide parent")
-        return self.inputs[self._feature_keys[name]]
+        with self._shown():
+            if name not in self._read_by:
+                raise SiteNotFoundError(name, sorted(self._read_by), what="guide parent")
+            return self.inputs[self._feature_keys[name]]
 
     @property
     def sites(self) -> tuple[str, ...]:
         """The latent sites the guide samples, in sampling order."""
         self._require_setup()
-        return tuple(self._structure)
+        with self._shown():
+            return tuple(self._structure)
 
     def structure(self) -> nx.DiGraph:
         """The guide's DAG (nodes: given names and guide sites; edges parent -> site)."""
         self._require_setup()
         out = nx.DiGraph()
-        for site, parents in self._structure.items():
-            out.add_node(site)
-            for parent, _ in parents:
-                out.add_edge(parent, site)
+        with self._shown():
+            for site, parents in self._structure.items():
+                out.add_node(site)
+                for parent, _ in parents:
+                    out.add_edge(parent, site)
         return out
+
+    def _shown(self) -> AbstractContextManager[None]:
+        """The state of the set-up call's length, bound (the built state otherwise)."""
+        state = self._lengths.get(self._setup_size) if self._setup_size is not None else None
+        return self._bound(state) if state is not None else nullcontext()
 
     def _require_setup(self) -> None:
         if self.prototype_trace is None:
@@ -1287,15 +1348,6 @@ def _group(name: str) -> str:
     """A name's series template (``"x_{t}"`` for ``"x_3"``), or the name itself."""
     split = split_step(name)
     return name if split is None else split[0]
-
-
-def _slice_key(time: TimeStructure) -> tuple:
-    """What must agree between two lengths of one loop: its series and links."""
-    return (
-        frozenset((s.template, s.kind) for s in time.series),
-        frozenset((link.parent, link.child, link.lag, link.initial) for link in time.links),
-        frozenset(time.static),
-    )
 
 
 def _series_links(

@@ -42,12 +42,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
+from pgmdl.graph.time import TimeStructure, split_step
+from pgmdl.graph.tracing import model_signature
 from pgmdl.guides.conditional import Conditional, ParentSpec
 from pgmdl.guides.plan import GuidePlan
+
+#: The length a time-shared guide is planned at, whatever the length of the
+#: call that builds it: NaMI's elimination on the unrolled loop costs
+#: :math:`O(T^3)` (15 s at :math:`T = 300`), its slice is the same at any
+#: length past a few steps (checked by the tests, lengths 2 to 8).
+PROTOTYPE_STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class TimeSharedSeries(nn.Module):
         )
         self.head = head
         self._summary: torch.Tensor | None = None
+        self._steps: tuple[torch.Tensor, ...] = ()
 
     def summarize(self, sequence: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """Run the recurrences over this call's observed series ``(..., T, features)``;
@@ -162,13 +172,16 @@ class TimeSharedSeries(nn.Module):
         drive = self.drive(flat)
         state = drive.new_zeros(drive.shape[0], drive.shape[-1])
         linear = []
-        for t in range(drive.shape[1]):
-            state = drive[:, t] + state @ recurrence
+        for step in drive.unbind(1):  # not drive[:, t]: see _steps below
+            state = step + state @ recurrence
             linear.append(state)
         out = torch.cat([out, torch.stack(linear, 1)], -1)
         if order is not None:  # the reversal is its own inverse
             out = out.gather(1, order[..., None].expand(out.shape))
         self._summary = out.reshape(batch + out.shape[-2:])
+        # one view per step, split once: indexing one step at a time would make the
+        # backward pass add a full-size zero tensor per step (O(T^2) memory traffic)
+        self._steps = self._summary.unbind(-2)
         return self._summary
 
 
@@ -238,10 +251,9 @@ class StepConditional(nn.Module):
         if self.first:
             valid = None if self.step_mask is None else inputs[self.step_mask][..., 0] > 0.5
             shared.summarize(self._sequence(inputs), valid)
-        summary = shared._summary
-        assert summary is not None, "the series' first step runs before the others"
+        assert shared._steps, "the series' first step runs before the others"
         position = self.roles.position
-        h = summary[..., position, :]
+        h = shared._steps[position]
         now = [inputs[s] for s in self.summary_sites[position]]
         now += [inputs[name][..., position, :] for name in self.time_inputs]
         batch = torch.broadcast_shapes(*(x.shape[:-1] for x in now))
@@ -322,6 +334,16 @@ class SequencePattern:
     def unroll(self, length: int) -> dict[str, tuple[StepRoles, tuple[str, ...]]]:
         """``{site: (roles, parents)}`` of every step of every series at ``length``
         steps, in sampling order; ``parents`` as NaMI's inverse names them."""
+        return {
+            site: (roles, tuple(name for name, _ in parents))
+            for site, (roles, parents) in self.unroll_groups(length).items()
+        }
+
+    def unroll_groups(
+        self, length: int
+    ) -> dict[str, tuple[StepRoles, tuple[tuple[str, str], ...]]]:
+        """As :meth:`unroll`, each parent with its group: its series' template, or
+        its own name outside the loop."""
         by_template = {s.template: s for s in self.series}
         out = {}
         for site in self.order(length):
@@ -330,16 +352,16 @@ class SequencePattern:
                 continue
             pattern, t = split
             lagged: dict[str, str | None] = {}
-            parents: list[str] = list(pattern.static)
+            parents: list[tuple[str, str]] = [(name, name) for name in pattern.static]
             for role, (template, offset) in pattern.lags.items():
                 other = by_template[template]
                 u = t + offset
                 inside = other.first <= u <= length - 1 - other.last
                 lagged[role] = template.replace("{t}", str(u)) if inside else None
                 if inside:
-                    parents.append(lagged[role])  # type: ignore[arg-type]
+                    parents.append((lagged[role], template))  # type: ignore[arg-type]
             run = range(t, length) if self.direction == "future" else range(t + 1)
-            parents += [o.replace("{t}", str(u)) for o in pattern.observed for u in run]
+            parents += [(o.replace("{t}", str(u)), o) for o in pattern.observed for u in run]
             out[site] = (StepRoles(site, t, lagged, pattern.static), tuple(parents))
         return out
 
@@ -351,9 +373,58 @@ class SequencePattern:
         ]
 
 
-def _split(site: str, by_template: Mapping[str, SeriesPattern]) -> tuple[SeriesPattern, int] | None:
-    from pgmdl.graph.time import split_step
+def prototype_call(
+    model: Callable[..., Any],
+    time: TimeStructure,
+    loop_axes: Mapping[str, tuple[int, int, str]],
+    args: tuple,
+    kwargs: dict,
+    steps: int = PROTOTYPE_STEPS,
+) -> tuple[tuple, dict] | None:
+    """The model's arguments cut to the first ``steps`` steps of its loop, to plan a
+    time-shared guide on (:data:`PROTOTYPE_STEPS`), or None when they cannot be
+    cut: the loop is short already, or the arguments it reads step by step are not
+    the model's own top-level tensors.
 
+    Cut are the arguments the loop observes step by step (``x`` of
+    ``obs=x[:, t]``, along that axis) and every other top-level tensor argument
+    with the same size along the same axis (a mask, controls).
+    """
+    length = time.steps[-1] + 1
+    if time.steps[0] != 0 or length <= steps or not loop_axes:
+        return None
+    axes = {(dim, size) for dim, size, _ in loop_axes.values()}
+    if len(axes) != 1:
+        return None
+    dim, size = next(iter(axes))
+    if size != length:
+        return None  # the loop does not run over the whole axis: its length is elsewhere
+    try:
+        bound = model_signature(model).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    if any(path not in bound.arguments for path in loop_axes):
+        return None
+    for name, value in list(bound.arguments.items()):
+        if isinstance(value, torch.Tensor) and value.dim() > dim and value.shape[dim] == size:
+            bound.arguments[name] = value.narrow(dim, 0, steps)
+    return tuple(bound.args), dict(bound.kwargs)
+
+
+def same_slice(a: TimeStructure, b: TimeStructure) -> bool:
+    """Whether two lengths of a loop repeat the same slice (series, links, statics)."""
+    return _slice_key(a) == _slice_key(b)
+
+
+def _slice_key(time: TimeStructure) -> tuple:
+    return (
+        frozenset((s.template, s.kind) for s in time.series),
+        frozenset((link.parent, link.child, link.lag, link.initial) for link in time.links),
+        frozenset(time.static),
+    )
+
+
+def _split(site: str, by_template: Mapping[str, SeriesPattern]) -> tuple[SeriesPattern, int] | None:
     split = split_step(site)
     if split is None or split[0] not in by_template:
         return None

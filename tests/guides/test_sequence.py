@@ -171,3 +171,23 @@ def test_padding_after_a_sequence_changes_nothing_at_its_real_steps():
     assert torch.allclose(locs[0], locs[1], atol=1e-5) and torch.allclose(
         locs[0], locs[2], atol=1e-5
     )
+
+
+def test_a_long_loop_is_planned_on_its_first_steps_and_shown_at_its_own_length():
+    """Planning unrolled costs O(T^3) (NaMI's elimination); a time-shared guide plans
+    the loop's first PROTOTYPE_STEPS steps and unrolls the slice to the call."""
+    from pgmdl.guides.sequence import PROTOTYPE_STEPS
+
+    ssm = LinearGaussianSSM()
+    data = sample(20, n=4)
+    pyro.clear_param_store()
+    guide = pgmdl.NaMIGuide(ssm.model, order="reverse", time_shared=True)
+    guide.setup(data.x, data.mask)
+    assert guide.plan.time.steps == tuple(range(PROTOTYPE_STEPS))
+    assert guide.sites == tuple(f"z_{t}" for t in range(20))
+    inverse = pgmdl.invert(pgmdl.compile(ssm.model, data.x, data.mask), order="reverse")
+    for site in guide.sites:
+        assert set(guide.parents(site)) == set(inverse.parents(site)), site
+    assert isinstance(guide.conditional("z_19"), StepConditional)
+    trace = poutine.trace(guide).get_trace(data.x, data.mask)
+    assert {f"z_{t}" for t in range(20)} <= set(trace.nodes)
