@@ -22,10 +22,12 @@ log-evidence is exact by the Kalman filter. Four guides:
   to follow the model's direction);
 * ``NaMI reverse, shared``: ``NaMIGuide(ssm.model, order="reverse",
   time_shared=True)``: the same structure, one conditional for every step
-  of ``z_t`` (:mod:`pgmdl.guides.sequence`: a backward GRU summarizes
-  ``x_{t..T}``); its parameters do not grow with T, and its networks read
-  O(1) inputs per step (the "parent reads" column counts the plan's parents,
-  which it reads through the summary);
+  of ``z_t`` (:mod:`pgmdl.guides.sequence`: a backward GRU and a linear
+  recurrence summarize ``x_{t..T}``); its parameters do not grow with T,
+  its networks read O(1) inputs per step (the "parent reads" column counts,
+  for it, the lagged latent, the summary and the step's own observation),
+  and it plans the loop's first steps only (compile, invert and plan happen
+  inside its ``setup``);
 * ``mean-field``: ``NaMIGuide(ssm.model, structure="mean-field")``, each
   ``z_t`` conditioned on the observations it depends on in the inverse and on
   no other latent (not faithful: a baseline).
@@ -57,8 +59,10 @@ log-evidence is exact by the Kalman filter. Four guides:
    each separately; of ``guide.setup(x)`` (which does all three again and
    builds the networks); the number of parent reads of the guide,
    ``sum(len(s.parents) for s in guide.plan.sites)``, and that number / T;
-   the number of guide parameters; and the median of ``--cost-steps`` SVI
-   step times after 3 warm-up steps, and that / T. When a guide's whole
+   the number of guide parameters; the median of ``--cost-steps`` SVI
+   step times after 3 warm-up steps, and that / T; and the memory one step
+   holds for its backward pass (the bytes of the tensors autograd saves
+   while computing ``Trace_ELBO().differentiable_loss``). When a guide's whole
    measurement at some T takes more than ``--too-slow`` seconds (60), its
    rows at the larger T read ``not run (too slow)``. The NaMI inverse of the
    unrolled chain is exact but not time-shared: ``z_t`` reads ``x_0 .. x_t``
@@ -234,6 +238,7 @@ COST_COLUMNS = [
     ("params", "guide params"),
     ("step", "SVI step (ms)"),
     ("step_per_T", "step/T (ms)"),
+    ("saved", "saved for backward (MiB)"),
 ]
 
 
@@ -249,9 +254,12 @@ def measure_cost(
     order = options.get("order", "min-fill")
     structure = options.get("structure", "nami")
     x = ssm.sample(args.cost_batch, steps, torch.Generator().manual_seed(3000 + steps)).x
-    graph, t_compile = _timed(lambda: pgmdl.compile(ssm.model, x))
-    inverse, t_invert = _timed(lambda: pgmdl.invert(graph, order=order))
-    _, t_plan = _timed(lambda: plan_guide(graph, inverse, structure=structure))
+    shared = bool(options.get("time_shared"))
+    t_compile = t_invert = t_plan = None
+    if not shared:  # a time-shared guide plans a prototype of the loop: all in its set-up
+        graph, t_compile = _timed(lambda: pgmdl.compile(ssm.model, x))
+        inverse, t_invert = _timed(lambda: pgmdl.invert(graph, order=order))
+        _, t_plan = _timed(lambda: plan_guide(graph, inverse, structure=structure))
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = pgmdl.NaMIGuide(ssm.model, **options)
@@ -262,15 +270,36 @@ def measure_cost(
         _, t = _timed(lambda: svi.step(x))
         if i >= WARMUP_STEPS:
             times.append(t)
+    if shared:  # per step: the lagged latents read, the summary, the step's own inputs
+        unrolled = guide.sequence.unroll_groups(steps).values()
+        reads = sum(2 + sum(p is not None for p in roles.lagged.values()) for roles, _ in unrolled)
+    else:
+        reads = sum(len(s.parents) for s in guide.plan.sites)
     return {
         "compile": t_compile,
         "invert": t_invert,
         "plan": t_plan,
         "setup": t_setup,
-        "reads": sum(len(s.parents) for s in guide.plan.sites),
+        "reads": reads,
         "params": sum(p.numel() for p in guide.parameters()),
         "step": statistics.median(times),
+        "saved": _saved_bytes(lambda: Trace_ELBO().differentiable_loss(ssm.model, guide, x)),
     }
+
+
+def _saved_bytes(loss: Any) -> int:
+    """Bytes of the tensors autograd saves to differentiate ``loss()``: the memory
+    one SVI step holds for its backward pass."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss()
+    return total
 
 
 def cost_vs_length(ssm: LinearGaussianSSM, args: argparse.Namespace) -> list[dict[str, str]]:
@@ -292,15 +321,16 @@ def cost_vs_length(ssm: LinearGaussianSSM, args: argparse.Namespace) -> list[dic
             rows.append(
                 {
                     **row,
-                    "compile": f"{cost['compile']:.3f}",
-                    "invert": f"{cost['invert']:.3f}",
-                    "plan": f"{cost['plan']:.4f}",
+                    "compile": "in set-up" if cost["compile"] is None else f"{cost['compile']:.3f}",
+                    "invert": "in set-up" if cost["invert"] is None else f"{cost['invert']:.3f}",
+                    "plan": "in set-up" if cost["plan"] is None else f"{cost['plan']:.4f}",
                     "setup": f"{cost['setup']:.3f}",
                     "reads": str(cost["reads"]),
                     "reads_per_T": f"{cost['reads'] / steps:.1f}",
                     "params": str(cost["params"]),
                     "step": f"{1e3 * cost['step']:.1f}",
                     "step_per_T": f"{1e3 * cost['step'] / steps:.2f}",
+                    "saved": f"{cost['saved'] / 2**20:.1f}",
                 }
             )
         print(f"  measured the cost at T = {steps}", file=sys.stderr, flush=True)
