@@ -68,6 +68,7 @@ from pgmdl.graph.plated import (
     plate_link,
     plated_dag,
 )
+from pgmdl.graph.time_inverse import eliminate_by_slices, loop_structure
 
 ORDERS = ("min-fill", "topological", "reverse")
 """Named elimination orders accepted by :func:`invert`."""
@@ -342,7 +343,13 @@ def invert(
         )
     plated = plated_dag(graph)
     strategy = order if isinstance(order, str) else "explicit"
-    result = eliminate(plated, _check_order(order, plated, graph))
+    checked = _check_order(order, plated, graph)
+    result = None
+    time = loop_structure(graph) if isinstance(checked, str) else None
+    if time is not None:  # a pyro.markov loop: its slice, unrolled (O(T^3) otherwise)
+        result = eliminate_by_slices(plated, time, lambda dag: eliminate(dag, checked))
+    if result is None:
+        result = eliminate(plated, checked)
     edges = dict(result.parents)
     kinds = dict(result.kinds)
     if augment:
