@@ -162,7 +162,9 @@ class NaMIGuide(AutoGuide):
         augment: add every observed site as a parent of every latent
             (LadderVAE-style, thesis §4.2.4).
         families: ``{site: family name}`` overriding the default family
-            (:data:`pgmdl.guides.families.FAMILY_NAMES`).
+            (:data:`pgmdl.guides.families.FAMILY_NAMES`; ``"mvn"``: a
+            full-covariance Gaussian per replicate). A ``pyro.markov`` loop's
+            series is named by its template: ``{"z_{t}": "mvn"}``.
         networks: ``{site: module or factory(in_features, out_features)}``
             replacing a site's network; the network maps the parent features
             to the family's raw parameters.
@@ -372,6 +374,7 @@ class NaMIGuide(AutoGuide):
                 "nothing to sample. Check that the latent sites are not all observed "
                 "(obs= set) or pass the arguments that leave them latent."
             )
+        self.family_names = _by_step(self.family_names, graph)
         named = tuple(self.joint_option) if self.joint_option != "auto" else ()
         scaled = tuple(self.init_scale) if isinstance(self.init_scale, dict) else ()
         for site in (
@@ -1342,6 +1345,19 @@ class _LengthState:
     _masks: dict[str, list[Callable[..., Any]]] | None = None
     _given_shapes: dict[str, tuple[int, tuple[int, ...]]] | None = None
     _witness: dict[str, tuple[str, int]] | None = None
+
+
+def _by_step(names: Mapping[str, Any], graph: ModelGraph) -> dict[str, Any]:
+    """``{site: value}`` with a series template (``"z_{t}"``) spelled out to every
+    step of the series in ``graph``."""
+    out = {}
+    for key, value in names.items():
+        if "{t}" not in key:
+            out[key] = value
+            continue
+        steps = [s for s in graph.sites if _group(s) == key]
+        out.update({s: value for s in steps} if steps else {key: value})
+    return out
 
 
 def _group(name: str) -> str:
