@@ -1,4 +1,4 @@
-"""Where NaMIGuide stands on sequence models (``pyro.markov`` programs), before time sharing.
+"""NaMIGuide on sequence models (``pyro.markov`` programs): per step and shared across steps.
 
 Run it from the repository root::
 
@@ -7,28 +7,30 @@ Run it from the repository root::
     python benchmarks/sequences.py --threads 2
     python benchmarks/sequences.py --fast              # T 5 / 5 10, 20 steps (CI smoke run)
 
-Issue 19 asks for NaMI guides of ``pyro.markov`` programs of any length. The
-library does not have them yet: :class:`pgmdl.NaMIGuide` compiles the
-UNROLLED program at the length of its first call and builds one conditional
-network per time step, so a guide works at the length it was built for only
-(a KNOWN LIMIT, measured in part 3). This benchmark records today's numbers,
-to be compared with the time-shared guides when they come. The test bed is
+Issue 19 asks for NaMI guides of ``pyro.markov`` programs of any length. By
+default :class:`pgmdl.NaMIGuide` shares one conditional across the steps of
+every latent series of a loop that allows it (``time_shared="auto"``:
+:mod:`pgmdl.guides.sequence`; a full-covariance Gaussian for a state of 2 to
+16 dimensions); ``time_shared=False`` builds the unrolled guide, one network
+per step, working at the length it was built for only. The test bed is
 :class:`pgmdl.datasets.state_space.LinearGaussianSSM` with its defaults
 (SYNTHETIC data: 2-D states, a damped rotation, 2-D observations), whose
-log-evidence is exact by the Kalman filter. Four guides:
+log-evidence is exact by the Kalman filter. Five guides:
 
-* ``NaMI min-fill``: ``pgmdl.NaMIGuide(ssm.model)`` (default elimination order);
-* ``NaMI reverse``: ``NaMIGuide(ssm.model, order="reverse")`` (the guide tends
-  to follow the model's direction);
-* ``NaMI reverse, shared``: ``NaMIGuide(ssm.model, order="reverse",
-  time_shared=True)``: the same structure, one conditional for every step
-  of ``z_t`` (:mod:`pgmdl.guides.sequence`: a backward GRU and a linear
-  recurrence summarize ``x_{t..T}``); its parameters do not grow with T,
-  its networks read O(1) inputs per step (the "parent reads" column counts,
-  for it, the lagged latent, the summary and the step's own observation),
-  and it plans the loop's first steps only (compile, invert and plan happen
-  inside its ``setup``);
-* ``mean-field``: ``NaMIGuide(ssm.model, structure="mean-field")``, each
+* ``NaMI min-fill, per step``: ``pgmdl.NaMIGuide(ssm.model, time_shared=False)``
+  (default elimination order, one network per step);
+* ``NaMI reverse, per step``: ``NaMIGuide(ssm.model, order="reverse",
+  time_shared=False)`` (the guide tends to follow the model's direction);
+* ``NaMI min-fill, shared (default)``: ``NaMIGuide(ssm.model)``: the same
+  structure, one conditional for every step of ``z_t`` (a forward GRU and a
+  linear recurrence summarize ``x_{0..t}``);
+* ``NaMI reverse, shared``: ``NaMIGuide(ssm.model, order="reverse")``
+  (a backward GRU and a linear recurrence summarize ``x_{t..T}``). A shared
+  guide's parameters do not grow with T, its networks read O(1) inputs per
+  step (the "parent reads" column counts, for it, the lagged latent, the
+  summary and the step's own observation), and it plans the loop's first
+  steps only (compile, invert and plan happen inside its ``setup``);
+* ``mean-field``: ``NaMIGuide(ssm.model, structure="mean-field", time_shared=False)``, each
   ``z_t`` conditioned on the observations it depends on in the inverse and on
   no other latent (not faithful: a baseline).
 
@@ -49,7 +51,7 @@ log-evidence is exact by the Kalman filter. Four guides:
    --seeds - 1``) sets Pyro's random stream before the guide is built (its
    networks' initial weights, the ELBO's samples). Reported: mean ± s.e. over
    the seeds (the s.e. being the sample standard deviation / sqrt(seeds)),
-   each guide's gap as a multiple of ``NaMI min-fill``'s at the same T, the
+   each guide's gap as a multiple of ``NaMI min-fill, per step``'s at the same T, the
    median ``SVI.step`` time and the training time (one seed).
 2. **Cost vs T.** For each T of ``--cost-lengths`` (default 10, 25, 50, 100),
    on ``--cost-batch`` sequences, each guide's: wall time
@@ -112,12 +114,13 @@ from pgmdl.guides.plan import plan_guide  # noqa: E402
 
 LR = 1e-2
 GUIDES: dict[str, dict[str, Any]] = {
-    "NaMI min-fill": {},
-    "NaMI reverse": {"order": "reverse"},
-    "NaMI reverse, shared": {"order": "reverse", "time_shared": True},
-    "mean-field": {"structure": "mean-field"},
+    "NaMI min-fill, per step": {"time_shared": False},
+    "NaMI reverse, per step": {"order": "reverse", "time_shared": False},
+    "NaMI min-fill, shared (default)": {},
+    "NaMI reverse, shared": {"order": "reverse"},
+    "mean-field": {"structure": "mean-field", "time_shared": False},
 }
-REFERENCE = "NaMI min-fill"
+REFERENCE = "NaMI min-fill, per step"
 BUILT_LENGTH = 8  # part 3: the length the guide is built for
 CALLED_LENGTHS = (6, 10)  # part 3: the lengths it is called with
 WARMUP_STEPS = 3  # part 2: SVI steps left out of the step timing
@@ -350,7 +353,7 @@ def known_limits(ssm: LinearGaussianSSM) -> list[dict[str, str]]:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     x_built = ssm.sample(16, BUILT_LENGTH, generator).x
-    guide = pgmdl.NaMIGuide(ssm.model).setup(x_built)
+    guide = pgmdl.NaMIGuide(ssm.model, time_shared=False).setup(x_built)
     rows = []
     for steps in CALLED_LENGTHS:
         x = ssm.sample(16, steps, generator).x
@@ -389,7 +392,7 @@ def known_limits(ssm: LinearGaussianSSM) -> list[dict[str, str]]:
         rows.append(row)
     padded = ssm.sample(16, BUILT_LENGTH, generator, min_length=3)
     pyro.clear_param_store()
-    guide = pgmdl.NaMIGuide(ssm.model)
+    guide = pgmdl.NaMIGuide(ssm.model, time_shared=False)
     row = {"case": f"padded to T={BUILT_LENGTH} with mask (lengths 3..{BUILT_LENGTH})"}
     try:
         loss = _svi(ssm, guide).step(padded.x, padded.mask)

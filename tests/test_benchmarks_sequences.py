@@ -45,7 +45,7 @@ def test_sequences_fast_mode_prints_every_table(capsys):
     ], out
     # the NaMI inverse of the unrolled chain: T(T+1)/2 + T - 1 parent reads (min-fill)
     reads = [title for _, title in sequences.COST_COLUMNS].index("parent reads")
-    assert [row[reads] for row in rows if row[1] == "NaMI min-fill"] == ["19", "64"], out
+    assert [row[reads] for row in rows if row[1] == "NaMI min-fill, per step"] == ["19", "64"], out
 
     assert "3. Lengths" in out
     assert "time-shared, built at T=8, called with T=10: works: the guide samples 10 of 10" in out

@@ -69,23 +69,26 @@ def eliminate_by_slices(
         eliminate: runs NaMI's elimination on a plate-level DAG, in the order
             the caller asked for.
     """
-    length = time.steps[-1] + 1
-    if time.steps[0] != 0 or length <= SLICE_STEPS + 1:
+    # steps are numbered as the model numbers them (range(1, T + 1) in Pyro's DMM);
+    # "length" below is one past the last step's number
+    start, length = time.steps[0], time.steps[-1] + 1
+    if length - start <= SLICE_STEPS + 1:
         return None
     found = {site: time.series_of(site) for site in dag.kinds}
     in_loop = {site: (f[0].template, f[1]) for site, f in found.items() if f is not None}
     if any(u in in_loop and v not in in_loop for u, v in dag.edges):
         return None  # a site after the loop reads its steps: no slice
-    short, longer = (eliminate(_truncated(dag, in_loop, k)) for k in (SLICE_STEPS, SLICE_STEPS + 1))
+    k1, k2 = start + SLICE_STEPS, start + SLICE_STEPS + 1
+    short, longer = (eliminate(_truncated(dag, in_loop, k)) for k in (k1, k2))
     rules = _Rules.read(
         [
-            (short, SLICE_STEPS, _series_steps(time, SLICE_STEPS)),
-            (longer, SLICE_STEPS + 1, _series_steps(time, SLICE_STEPS + 1)),
+            (short, k1, _series_steps(time, k1)),
+            (longer, k2, _series_steps(time, k2)),
         ]
     )
     if rules is None:
         return None
-    rebuilt = rules.unroll(SLICE_STEPS + 1, _series_steps(time, SLICE_STEPS + 1))
+    rebuilt = rules.unroll(k2, _series_steps(time, k2))
     if rebuilt is None or not _same(rebuilt, longer):
         return None
     return rules.unroll(length, _series_steps(time, length))
@@ -98,8 +101,8 @@ def _truncated(dag: PlatedDAG, in_loop: Mapping[str, tuple], steps: int) -> Plat
 
 
 def _series_steps(time: TimeStructure, length: int) -> dict[str, range]:
-    """Each series' steps in a loop of ``length``: as many fewer than the loop's as
-    at the built length."""
+    """Each series' steps in a loop whose last step is ``length - 1``: as many
+    fewer than the loop's as at the built length."""
     end = time.steps[-1]
     return {s.template: range(s.steps[0], length - (end - s.steps[-1])) for s in time.series}
 

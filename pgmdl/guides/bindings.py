@@ -208,11 +208,12 @@ class GuideBinder:
         self.reader = ArgumentReader(model, self.bindings)
         self.loop_axes = loop_axes(graph)
 
-    def check_loop_length(self, arguments: dict[str, Any]) -> None:
+    def check_loop_length(self, arguments: dict[str, Any], reason: str | None = None) -> None:
         """Refuse a call whose sequences are longer than those the guide was built
         for: the model would sample the extra steps' latents, the guide would
         not, and they would silently come from the prior (a shorter call fails
-        on its own, reading a step the argument does not have)."""
+        on its own, reading a step the argument does not have). ``reason``: why
+        the guide is not shared across steps, if known."""
         for path, (dim, size, site) in self.loop_axes.items():
             value = self.reader.read_argument(arguments, path)
             shape = getattr(value, "shape", None)
@@ -224,7 +225,12 @@ class GuideBinder:
                 f"as site {site!r}), so the model would sample latent sites of the extra "
                 "steps that the guide does not, and they would come from the prior. Build the "
                 "guide on sequences as long as the longest, or pad them to that length and "
-                "pass a mask (a guide shared across steps of any length is issue 19's work)"
+                "pass a mask. "
+                + (
+                    f"The guide keeps one network per step because {reason}."
+                    if reason
+                    else "NaMIGuide(model, time_shared=True) serves sequences of any length."
+                )
             )
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:

@@ -92,6 +92,8 @@ from pgmdl.guides.bindings import GuideBinder, describe_given, loop_axes, someti
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
     Family,
+    MultivariateNormalFamily,
+    NormalFamily,
     base_support,
     integer_bounds,
     is_finite_integer_interval,
@@ -99,6 +101,7 @@ from pgmdl.guides.families import (
 )
 from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
 from pgmdl.guides.sequence import (
+    MVN_MAX_SIZE,
     PROTOTYPE_STEPS,
     SequencePattern,
     StepConditional,
@@ -206,13 +209,17 @@ class NaMIGuide(AutoGuide):
         time_shared: for a ``pyro.markov`` loop, one conditional per latent
             series shared by its steps (a GRU and a linear recurrence
             summarizing the growing run of observations,
-            :mod:`pgmdl.guides.sequence`) instead of one per step: parameters
-            independent of the length, :math:`O(T)` inputs instead of
-            :math:`O(T^2)`, and one guide for sequences of any length (a call
-            at a new length compiles the model there once and unrolls the
-            guide's slice, ``guide.sequence``, to it). Arguments laid out like
-            the data with the loop's axis (a padding mask, controls) are read
-            step by step.
+            :mod:`pgmdl.guides.sequence`; a full-covariance Gaussian for a
+            state of 2 to 16 real dimensions) instead of one per step:
+            parameters independent of the length, :math:`O(T)` inputs instead
+            of :math:`O(T^2)`, one guide for sequences of any length (a call at
+            a new length compiles the model there once and unrolls the guide's
+            slice, ``guide.sequence``, to it), a long loop planned on its
+            first steps. Arguments laid out like the data with the loop's axis
+            (a padding mask, controls) are read step by step. ``"auto"``
+            (default): shared where every latent series of the loop fits (else
+            one network per step, and ``guide.unshared_reason`` says why);
+            ``True``: shared where it fits; ``False``: one network per step.
         init_loc_fn: where a global site's free parameters start, and an
             amortized conditional when the prior has no analytic mean: Pyro's
             ``init_to_mean`` by default (the prior's mean; its median where
@@ -255,7 +262,7 @@ class NaMIGuide(AutoGuide):
         init_scale: float | Mapping[str, float] | None = None,
         fan_in_scaled: bool = True,
         normalize: str = "standardize",
-        time_shared: bool = False,
+        time_shared: bool | str = "auto",
         create_plates: Callable[..., Any] | None = None,
         device: torch.device | str | None = None,
         joint_sites: str | Sequence[str] = "auto",
@@ -322,7 +329,11 @@ class NaMIGuide(AutoGuide):
         self.init_scale = _check_init_scale(init_scale)
         self.fan_in_scaled = bool(fan_in_scaled)
         self.normalize = normalize
-        self.time_shared = bool(time_shared)
+        if time_shared not in (True, False, "auto"):
+            raise GuideError(f"time_shared={time_shared!r}: use 'auto', True or False")
+        self.time_shared_option = time_shared
+        self.time_shared = time_shared is True
+        self.unshared_reason: str | None = None
         self.device_option = device
         self.structure_option = structure
         self.joint_option = joint_sites if isinstance(joint_sites, str) else tuple(joint_sites)
@@ -349,6 +360,26 @@ class NaMIGuide(AutoGuide):
         return self
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        if self.time_shared_option != "auto":
+            self._build(*args, **kwargs)
+            return
+        self.time_shared = True
+        self._build(*args, **kwargs)
+        pattern = self.sequence
+        if pattern is not None and pattern.problem is not None:
+            # a loop the slice does not serve: one network per step, as built before
+            self.unshared_reason = pattern.problem
+            self.time_shared = False
+            self._forget_sequence()
+            self._build(*args, **kwargs)
+
+    def _forget_sequence(self) -> None:
+        self.sequence = None
+        self._lengths, self._step_modules, self._time_inputs = {}, {}, {}
+        self._series_feature_keys, self._series_links, self._argument_dtypes = {}, {}, {}
+        self._setup_size = None
+
+    def _build(self, *args: Any, **kwargs: Any) -> None:
         full = None
         if self.time_shared:  # plan a long loop on its first steps (sequence.PROTOTYPE_STEPS)
             args, kwargs, full = self._prototype_arguments(args, kwargs)
@@ -484,7 +515,12 @@ class NaMIGuide(AutoGuide):
                 cut = time_structure(short)
             except ModelError:
                 cut = None
-        if cut is None or cut.steps[-1] + 1 != PROTOTYPE_STEPS or not same_slice(cut, time):
+        if (
+            cut is None
+            or len(cut.steps) != PROTOTYPE_STEPS
+            or cut.steps[0] != time.steps[0]
+            or not same_slice(cut, time)
+        ):
             return args, kwargs, None
         size = next(iter(axes.values()))[1]
         return call[0], call[1], (size, args, kwargs, graph)
@@ -518,7 +554,11 @@ class NaMIGuide(AutoGuide):
         widths = {name: self.inputs[key].features for name, key in self._keys.items()}
 
         def make_head(site: str, specs: list[ParentSpec]) -> Conditional:
-            return self._make_conditional(site, specs, self._family(graph, site))
+            family = self._family(graph, site)
+            default = site not in self.family_names and type(family) is NormalFamily
+            if default and 2 <= family.size <= MVN_MAX_SIZE:  # a state's components correlate
+                family = MultivariateNormalFamily(family.event_shape, graph[site].support)
+            return self._make_conditional(site, specs, family)
 
         hidden = max(self.hidden) if self.hidden else 32
         time_inputs = {name: widths[name] for name in self._time_inputs}
@@ -864,7 +904,7 @@ class NaMIGuide(AutoGuide):
             with self._bound(self._state_at(length, args, kwargs)):
                 return self._sample(args, kwargs, self._binder.bind(args, kwargs))
         if self._binder.loop_axes:
-            self._binder.check_loop_length(arguments)
+            self._binder.check_loop_length(arguments, self.unshared_reason)
         return self._sample(args, kwargs, arguments)
 
     def _sample(
@@ -989,13 +1029,13 @@ class NaMIGuide(AutoGuide):
                 )
             trace = poutine.trace(self.model).get_trace(*args, **kwargs)
         time = time_structure(graph)
-        if time is None or not same_slice(time, built):
+        if time is None or not same_slice(time, built) or time.steps[0] != built.steps[0]:
             raise GuideError(
                 f"at {size} steps the model's pyro.markov loop is not the loop the guide was "
                 f"built on ({built.summary() if time is None else time.summary()}); a guide "
                 "serves the lengths of one loop"
             )
-        length = time.steps[-1] + 1
+        length = len(time.steps)
         unrolled = pattern.unroll_groups(length)
         first_site = {s.template: s.sites[0] for s in built.series}
         structure: dict[str, tuple[tuple[str, PlateLink], ...]] = {}

@@ -39,6 +39,15 @@ def global_drift(x):
             pyro.sample(f"x_{t}", dist.Normal(z, 1.0), obs=x[:, t])
 
 
+def from_one(x):
+    """Steps numbered from 1, observations x[:, t - 1], as in Pyro's DMM example."""
+    z = x.new_zeros(x.shape[0], 2)
+    with pyro.plate("sequences", x.shape[0]):
+        for t in pyro.markov(range(1, x.shape[1] + 1)):
+            z = pyro.sample(f"z_{t}", dist.Normal(0.9 * z, 1.0).to_event(1))
+            pyro.sample(f"obs_x_{t}", dist.Normal(z, 1.0).to_event(1), obs=x[:, t - 1, :])
+
+
 def _ssm(length):
     data = LinearGaussianSSM().sample(3, length, torch.Generator().manual_seed(0), min_length=1)
     return LinearGaussianSSM().model, (data.x, data.mask)
@@ -61,6 +70,7 @@ CASES = {
     "Markov model with controls": _pendulum(dvbf.markov_model),
     "second order": lambda n: (second_order, (torch.randn(3, n),)),
     "global latent": lambda n: (global_drift, (torch.randn(3, n),)),
+    "steps from 1": lambda n: (from_one, (torch.randn(3, n, 2),)),
 }
 
 

@@ -177,14 +177,18 @@ def test_a_loop_whose_steps_differ_is_planned_unrolled_with_a_warning():
 
 
 def test_a_guide_refuses_sequences_longer_than_it_was_built_for():
-    """Before: the extra steps' latents silently came from the prior (Pyro only
-    warned that the model has sites the guide has not)."""
+    """A guide with one network per step (time_shared=False). Before: the extra
+    steps' latents silently came from the prior (Pyro only warned that the model
+    has sites the guide has not). The default guide is shared across steps and
+    serves any length (tests/guides/test_sequence.py)."""
     from pgmdl.datasets import LinearGaussianSSM
 
     ssm = LinearGaussianSSM()
     generator = torch.Generator().manual_seed(0)
-    guide = pgmdl.NaMIGuide(ssm.model)
+    guide = pgmdl.NaMIGuide(ssm.model, time_shared=False)
     guide(ssm.sample(4, 8, generator=generator).x)
     guide(ssm.sample(6, 8, generator=generator).x)  # another batch size: fine
     with pytest.raises(GuideError, match=r"argument 'x' has 10 steps along dim 1.*built for 8"):
+        guide(ssm.sample(4, 10, generator=generator).x)
+    with pytest.raises(GuideError, match=r"time_shared=True\) serves sequences of any length"):
         guide(ssm.sample(4, 10, generator=generator).x)
