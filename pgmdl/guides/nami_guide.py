@@ -67,6 +67,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import networkx as nx
@@ -784,6 +785,8 @@ class NaMIGuide(AutoGuide):
         A binding the user gave that reads something else is allowed (an encoder
         may read zero-filled data for a masked site, say) but told once: a wrong
         binding would otherwise train a guide on the wrong data silently."""
+        if name not in self._model_trace.nodes:  # a length other than the built one
+            return True
         observed = self._model_trace.nodes[name]["value"]
         if name in self._binder.user_bindings:
             candidate = self._subsampled_like(name, value)
@@ -1022,12 +1025,14 @@ class NaMIGuide(AutoGuide):
         assert pattern is not None and built is not None
         # running the model here must neither reach the caller's trace nor move the
         # random stream the caller's own draws follow
-        with poutine.block(), torch.random.fork_rng(devices=[]):
-            if graph is None:
+        if graph is None:
+            with poutine.block(), torch.random.fork_rng(devices=[]):
                 graph = compile_model(
                     self.model, model_args=args, model_kwargs=kwargs, num_traces=1
                 )
-            trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+        # no run of the model to check the observed values against: the bindings
+        # are those of the built length, checked there (_is_observed_value)
+        trace = SimpleNamespace(nodes={})
         time = time_structure(graph)
         if time is None or not same_slice(time, built) or time.steps[0] != built.steps[0]:
             raise GuideError(
@@ -1077,7 +1082,7 @@ class NaMIGuide(AutoGuide):
             _model_trace=trace,
             _structure=structure,
             _block=block,
-            _read_by={p for parents in structure.values() for p, _ in parents},
+            _read_by=_read_names(structure, unrolled, summary_sites, pattern.time_inputs),
             _feature_keys=feature_keys,
             _step_modules=steps,
         )
@@ -1398,6 +1403,26 @@ def _by_step(names: Mapping[str, Any], graph: ModelGraph) -> dict[str, Any]:
         steps = [s for s in graph.sites if _group(s) == key]
         out.update({s: value for s in steps} if steps else {key: value})
     return out
+
+
+def _read_names(
+    structure: Mapping[str, tuple[tuple[str, PlateLink], ...]],
+    unrolled: Mapping[str, tuple[Any, tuple]],
+    summary_sites: Sequence[Sequence[str]],
+    time_inputs: Sequence[str],
+) -> set[str]:
+    """The names some conditional reads, in O(T): a shared step reads its lags,
+    its statics, and (through the summary) every step's observations."""
+    names = set(time_inputs)
+    names.update(name for sites in summary_sites for name in sites)
+    for site, parents in structure.items():
+        if site in unrolled:
+            roles = unrolled[site][0]
+            names.update(p for p in roles.lagged.values() if p is not None)
+            names.update(roles.static)
+        else:
+            names.update(p for p, _ in parents)
+    return names
 
 
 def _group(name: str) -> str:

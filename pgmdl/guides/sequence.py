@@ -239,7 +239,9 @@ class StepConditional(nn.Module):
         self.shared = shared
         self.roles = roles
         self.first = first
-        self.summary_sites = tuple(tuple(s) for s in summary_sites)
+        if not isinstance(summary_sites, tuple):  # every step shares one (T steps each)
+            summary_sites = tuple(tuple(s) for s in summary_sites)
+        self.summary_sites = summary_sites
         self.time_inputs = tuple(time_inputs)
 
     def _sequence(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -362,6 +364,11 @@ class SequencePattern:
         """As :meth:`unroll`, each parent with its group: its series' template, or
         its own name outside the loop."""
         by_template = {s.template: s for s in self.series}
+        names = {
+            o: [(o.replace("{t}", str(self.start + u)), o) for u in range(length)]
+            for s in self.series
+            for o in s.observed
+        }
         out = {}
         for site in self.order(length):
             split = _split(site, by_template)
@@ -378,18 +385,17 @@ class SequencePattern:
                 if inside:
                     parents.append((lagged[role], template))  # type: ignore[arg-type]
             run = range(t, length) if self.direction == "future" else range(t + 1)
-            parents += [
-                (o.replace("{t}", str(self.start + u)), o) for o in pattern.observed for u in run
-            ]
+            for o in pattern.observed:
+                parents += names[o][run.start : run.stop]
             out[site] = (StepRoles(site, t, lagged, pattern.static), tuple(parents))
         return out
 
-    def summary_sites(self, length: int) -> list[tuple[str, ...]]:
+    def summary_sites(self, length: int) -> tuple[tuple[str, ...], ...]:
         """Per step, the observed sites the GRU reads at that step."""
-        return [
+        return tuple(
             tuple(template.replace("{t}", str(self.start + t)) for template in self.observed_series)
             for t in range(length)
-        ]
+        )
 
 
 def prototype_call(
@@ -504,7 +510,7 @@ def time_shared_conditionals(
             problems.append(f"a lag of {series.template} falls outside the loop at every step")
             continue
         first = steps[0]
-        summary_sites = [tuple(s.site(t) for s in observed) for t in time.steps]
+        summary_sites = tuple(tuple(s.site(t) for s in observed) for t in time.steps)
         step_width = sum(widths[s] for s in summary_sites[0])
         step_width += sum(time_inputs.values())
         # the step's own observations also enter directly: a linear path to the head
