@@ -53,8 +53,9 @@ import graphviz
 from pgmdl.arguments import model_arguments
 from pgmdl.errors import ModelError, RenderWarning
 from pgmdl.graph import InverseGraph, ModelGraph, compile_model, invert
+from pgmdl.graph.time import time_structure
 from pgmdl.graph.tracing import ALIGNED
-from pgmdl.guides.plan import GuidePlan
+from pgmdl.guides.plan import GuidePlan, plan_guide
 
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
@@ -108,6 +109,8 @@ LEGEND: dict[str, str] = {
     "edge:mean-field": "guide: mean field, a given node the site depends on",
     "pooled": "guide: pools all replicates of the parent over a plate (set encoder)",
     "free": "guide: global latent with free parameters (no parents)",
+    "slice:previous": "time slice: a site of another step (t-1, t+1)",
+    "slice:run": "time slice: a run of steps the guide reads through a recurrent summary",
 }
 """What each style means, by legend key: ``"node:<kind>"`` (:data:`NODE_STYLES`),
 ``"edge:<kind>"`` (:data:`EDGE_STYLES`), ``"joint"``
@@ -140,6 +143,7 @@ def render(
     order: str | Sequence[str] = "min-fill",
     augment: bool = False,
     legend: bool | None = None,
+    time_slice: bool = False,
 ) -> graphviz.Digraph:
     """Draw a model's Bayesian network, and its NaMI guide beside it.
 
@@ -169,6 +173,11 @@ def render(
         order, augment: passed to :func:`pgmdl.invert` when ``guide="nami"``.
         legend: add a box explaining the styles the drawing uses
             (:data:`LEGEND`); by default only beside a guide.
+        time_slice: draw one step ``t`` of the model's ``pyro.markov`` loop
+            instead of every step: the sites of step ``t``, those of earlier
+            steps it reads (dashed), the sites outside the loop; beside it (with
+            ``guide``) each latent series' conditional at step ``t``, the runs
+            of steps it summarizes (``x_{t..T}``) as one node.
 
     In the guide panel observed sites are the roots; fill-in edges are
     dashed red, edges that pool a parent's replicates over a plate are thick
@@ -212,7 +221,9 @@ def render(
         "show_shapes": show_shapes,
         "show_inputs": show_inputs,
     }
-    if guide is None:
+    if time_slice:
+        used = _add_slice_panels(dot, graph, guide, order, augment)
+    elif guide is None:
         used = add_panel(dot, graph, **options)
     else:
         title = "model" if graph.model_name == "model" else f"model {graph.model_name}"
@@ -230,6 +241,77 @@ def render(
     if filename is not None:
         write(dot, filename, format=format)
     return dot
+
+
+def _add_slice_panels(
+    dot: graphviz.Digraph,
+    graph: ModelGraph,
+    guide: str | InverseGraph | GuidePlan | None,
+    order: str | Sequence[str],
+    augment: bool,
+) -> set[str]:
+    """The model's loop as one slice, and the guide's conditionals at step ``t``."""
+    time = time_structure(graph)
+    if time is None:
+        raise ModelError(
+            "render(time_slice=True): the model has no pyro.markov loop (no site is sampled "
+            "inside pyro.markov); draw it without time_slice"
+        )
+    used = {"node:latent", "node:observed", "edge:data"}
+    kinds = {s.template: s.kind for s in time.series}
+    model = graphviz.Digraph(name="cluster_model_slice")
+    model.attr(label="model, one step t of the loop", style="rounded")
+    drawn: set[str] = set()
+
+    def node(box: graphviz.Digraph, panel: str, name: str, kind: str, extra: dict) -> None:
+        key = node_id(panel, name)
+        if key not in drawn:
+            drawn.add(key)
+            box.node(key, label=name, **{**NODE_STYLES[kind], **extra})
+
+    for template, kind in kinds.items():
+        node(model, "slice", template, kind, {})
+    for link in time.links:
+        if link.lag is None:  # a site outside the loop
+            info = graph.sites.get(link.parent)
+            kind = info.kind if info is not None else "input"
+            name = link.source
+            node(model, "slice", name, kind, {})
+            used.add(f"node:{kind}")
+        elif link.lag:
+            name = link.source
+            node(model, "slice", name, kinds[link.parent], {"style": "dashed"})
+            used.add("slice:previous")
+        else:
+            name = link.parent
+        model.edge(node_id("slice", name), node_id("slice", link.child))
+    dot.subgraph(model)
+    if guide is None:
+        return used
+    if isinstance(guide, GuidePlan):
+        plan = guide
+    else:
+        plan = plan_guide(graph, _inverse(graph, guide, order, augment))
+    panel = graphviz.Digraph(name="cluster_guide_slice")
+    panel.attr(label="guide, one step t", style="rounded")
+    for series, parents in plan.slice_reads():
+        node(panel, "guide slice", series, "latent", {})
+        for parent in parents:
+            template = parent.split("_{", 1)[0] + "_{t}" if "_{" in parent else parent
+            kind = kinds.get(template) or (
+                graph.sites[parent].kind if parent in graph.sites else "input"
+            )
+            extra = {}
+            if ".." in parent:
+                extra = {"shape": "box3d"}
+                used.add("slice:run")
+            elif parent != template and template in kinds:
+                extra = {"style": "dashed"}
+                used.add("slice:previous")
+            node(panel, "guide slice", parent, kind, extra)
+            panel.edge(node_id("guide slice", parent), node_id("guide slice", series))
+    dot.subgraph(panel)
+    return used
 
 
 def _inverse(
@@ -552,6 +634,10 @@ def add_legend(dot: graphviz.Digraph, used: Iterable[str]) -> list[str]:
                 style = dict(NODE_STYLES["latent"])
             elif key == "multiset":
                 style = {"shape": "box", "style": "dashed,rounded"}
+            elif key == "slice:previous":
+                style = {**NODE_STYLES["latent"], "style": "dashed"}
+            elif key == "slice:run":
+                style = {**NODE_STYLES["observed"], "shape": "box3d"}
             else:  # a plate
                 style = {"shape": "box", "style": "solid"}
             box.node(entry, label=text, **style)

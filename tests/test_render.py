@@ -370,3 +370,22 @@ def test_a_guide_plan_is_drawn_with_free_sites_and_mean_field_edges():
     other = pgmdl.compile(lambda y: pyro.sample("y", dist.Normal(0.0, 1.0), obs=y), x)
     with pytest.raises(pgmdl.ModelError, match="plan of a different model"):
         pgmdl.render(other, guide=plan)
+
+
+def test_a_markov_loop_is_drawn_as_one_slice_beside_the_guides_step():
+    """render(time_slice=True): step t of the loop, the previous step dashed, and
+    the guide's conditional at t reading the summarized future (reverse order)
+    or past (min-fill) as one node."""
+    from pgmdl.datasets import LinearGaussianSSM
+
+    ssm = LinearGaussianSSM()
+    data = ssm.sample(4, 9, torch.Generator().manual_seed(0))
+    reverse = pgmdl.render(
+        ssm.model, model_args=(data.x,), guide="nami", order="reverse", time_slice=True
+    ).source
+    assert 'label="z_{t-1}"' in reverse and 'label="x_{t..T}"' in reverse
+    assert "box3d" in reverse and "z_4" not in reverse  # one slice, not the unrolled loop
+    minfill = pgmdl.render(ssm.model, model_args=(data.x,), guide="nami", time_slice=True).source
+    assert 'label="z_{t+1}"' in minfill and 'label="x_{0..t}"' in minfill
+    with pytest.raises(pgmdl.ModelError, match="no pyro.markov loop"):
+        pgmdl.render(lambda: pyro.sample("a", dist.Normal(0.0, 1.0)), time_slice=True)

@@ -235,9 +235,15 @@ class GuidePlan:
         steps that reaches the end (or the start) of the loop is the part of the
         sequence that grows with its length (the future, or the past, of
         ``t``)."""
+        return [f"q({series} | {', '.join(parents)})" for series, parents in self.slice_reads()]
+
+    def slice_reads(self) -> list[tuple[str, list[str]]]:
+        """``(series template, what its step t reads)`` for each latent series of
+        the loop, as :meth:`slice_conditionals` writes them (``"z_{t-1}"``,
+        ``"x_{t..T}"``, a static site's name)."""
         if self.time is None:
             return []
-        lines = []
+        out = []
         for series in self.time.series:
             if series.kind != "latent" or len(series.steps) < 3:
                 continue
@@ -258,8 +264,8 @@ class GuidePlan:
                     [s.template for s in self.time.series].index(template)
                 ].steps
                 parts.append(_describe_offsets(template, sorted(offsets), t, steps))
-            lines.append(f"q({series.template} | {', '.join(parts + static)})")
-        return lines
+            out.append((series.template, parts + static))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
