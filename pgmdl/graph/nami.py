@@ -90,6 +90,8 @@ class InverseGraph:
     computed, never sampled). Edge attributes: ``kind`` (see
     :data:`INVERSE_EDGE_KINDS`), ``patterns`` (replicate patterns, see
     :mod:`pgmdl.graph.plated`) and ``link`` (:class:`PlateLink`).
+    ``by_slices``: a ``pyro.markov`` loop was eliminated by its slice
+    (:mod:`pgmdl.graph.time_inverse`), with the same result.
 
     Example::
 
@@ -118,8 +120,10 @@ class InverseGraph:
         augmented: bool,
         plated: PlatedDAG,
         prior_sites: Sequence[str] = (),
+        by_slices: bool = False,
     ) -> None:
         self._model = model
+        self.by_slices = by_slices
         self._dag = nx.freeze(dag)
         self._elimination = tuple(elimination_order)
         self._position = {site: i for i, site in enumerate(reversed(self._elimination))}
@@ -296,6 +300,11 @@ class InverseGraph:
                 f"note: the posterior couples the replicates of {site!r} along "
                 f"{', '.join(plates)}: the guide needs a joint conditional over the whole plate."
             )
+        if self.by_slices:
+            lines.append(
+                "note: the pyro.markov loop was inverted by its slice (its first steps "
+                "eliminated and the rules unrolled: pgmdl.graph.time_inverse)"
+            )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -348,6 +357,7 @@ def invert(
     time = loop_structure(graph) if isinstance(checked, str) else None
     if time is not None:  # a pyro.markov loop: its slice, unrolled (O(T^3) otherwise)
         result = eliminate_by_slices(plated, time, lambda dag: eliminate(dag, checked))
+    by_slices = result is not None
     if result is None:
         result = eliminate(plated, checked)
     edges = dict(result.parents)
@@ -370,6 +380,7 @@ def invert(
         augmented=augment,
         plated=plated,
         prior_sites=result.prior,
+        by_slices=by_slices,
     )
 
 

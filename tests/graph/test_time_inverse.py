@@ -108,3 +108,11 @@ def test_invert_uses_the_slice_and_certifies_its_result():
     inverse = pgmdl.invert(graph, order="reverse")
     assert set(inverse.parents("z_3")) == {"z_2", "mask"} | {f"x_{t}" for t in range(3, 12)}
     assert pgmdl.check_faithful(graph, inverse).ok
+
+
+def test_the_summary_says_the_loop_was_inverted_by_its_slice():
+    model, args = _ssm(12)
+    inverse = pgmdl.invert(pgmdl.compile(model, *args), order="reverse")
+    assert inverse.by_slices and "inverted by its slice" in inverse.summary()
+    short = pgmdl.invert(pgmdl.compile(*_ssm(5)[:1], *_ssm(5)[1]), order="reverse")
+    assert not short.by_slices  # a short loop is eliminated unrolled
