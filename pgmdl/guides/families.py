@@ -197,7 +197,7 @@ class MultivariateNormalFamily(NormalFamily):
         entries = torch.where(diagonal.to(raw.device), _softplus(entries), entries)
         tril = raw.new_zeros(raw.shape[:-1] + (self.size, self.size))
         tril[..., self._rows, self._cols] = entries
-        base = dist.MultivariateNormal(loc, scale_tril=tril)
+        base = _ReparameterizedMultivariateNormal(loc, scale_tril=tril, validate_args=False)
         transforms = []
         if self.unconstrained_shape != torch.Size([self.size]):
             transforms.append(
@@ -208,6 +208,31 @@ class MultivariateNormalFamily(NormalFamily):
         if not self.identity:
             transforms.append(self.transform.with_cache(1))
         return dist.TransformedDistribution(base, transforms) if transforms else base
+
+
+class _ReparameterizedMultivariateNormal(dist.MultivariateNormal):
+    r"""A MultivariateNormal that scores its own last draw :math:`z = \mu + L\varepsilon`
+    from :math:`\varepsilon` (:math:`\log q(z) = -\sum_i \log L_{ii} -
+    \tfrac12 \lVert\varepsilon\rVert^2 - \tfrac d2 \log 2\pi`), without the
+    triangular solve; the same value and, since :math:`L^{-1}(z - \mu) = \varepsilon`
+    whatever the parameters, the same gradient. Any other value is scored as
+    usual."""
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        value = self.loc + (self._unbroadcasted_scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        self._drawn = (value, eps)
+        return value
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        drawn = getattr(self, "_drawn", None)
+        if drawn is None or value is not drawn[0]:
+            return super().log_prob(value)
+        eps = drawn[1]
+        half_log_det = self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        d = self._event_shape[0]
+        return -0.5 * (d * math.log(2 * math.pi) + eps.pow(2).sum(-1)) - half_log_det
 
 
 class InteriorStickBreakingTransform(StickBreakingTransform):
