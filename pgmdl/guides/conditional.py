@@ -227,17 +227,7 @@ class Conditional(nn.Module):
         family: NormalFamily = self.family  # type: ignore[assignment]
         if h.shape[:-1] != block and h.dim() - 1 < len(block):
             h = h.expand(block + h.shape[-1:])
-        base = ZukoToPyro(self.flow(h))
-        transforms = []
-        if family.unconstrained_shape != torch.Size([family.size]):
-            transforms.append(
-                torch.distributions.transforms.ReshapeTransform(
-                    torch.Size([family.size]), family.unconstrained_shape
-                )
-            )
-        if not family.identity:
-            transforms.append(family.transform)
-        return dist.TransformedDistribution(base, transforms) if transforms else base
+        return family.pushed(ZukoToPyro(self.flow(h)))
 
 
 def make_encoders(

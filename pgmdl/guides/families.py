@@ -157,6 +157,20 @@ class NormalFamily(Family):
         # in float32) and lets the optimizer drive the ELBO without bound
         return dist.TransformedDistribution(base, [self.transform.with_cache(1)])
 
+    def pushed(self, base: dist.TorchDistribution) -> dist.TorchDistribution:
+        """A distribution over the flat unconstrained vector (``size`` values: a
+        flow's, a full-covariance Gaussian's) reshaped and pushed onto the support."""
+        transforms = []
+        if self.unconstrained_shape != torch.Size([self.size]):
+            transforms.append(
+                torch.distributions.transforms.ReshapeTransform(
+                    torch.Size([self.size]), self.unconstrained_shape
+                )
+            )
+        if not self.identity:
+            transforms.append(self.transform.with_cache(1))
+        return dist.TransformedDistribution(base, transforms) if transforms else base
+
 
 class MultivariateNormalFamily(NormalFamily):
     r"""A full-covariance Gaussian in the unconstrained space, pushed onto the support.
@@ -198,16 +212,7 @@ class MultivariateNormalFamily(NormalFamily):
         tril = raw.new_zeros(raw.shape[:-1] + (self.size, self.size))
         tril[..., self._rows, self._cols] = entries
         base = _ReparameterizedMultivariateNormal(loc, scale_tril=tril, validate_args=False)
-        transforms = []
-        if self.unconstrained_shape != torch.Size([self.size]):
-            transforms.append(
-                torch.distributions.transforms.ReshapeTransform(
-                    torch.Size([self.size]), self.unconstrained_shape
-                )
-            )
-        if not self.identity:
-            transforms.append(self.transform.with_cache(1))
-        return dist.TransformedDistribution(base, transforms) if transforms else base
+        return self.pushed(base)
 
 
 class _ReparameterizedMultivariateNormal(dist.MultivariateNormal):
