@@ -104,10 +104,12 @@ from pgmdl.guides.plan import GUIDE_STRUCTURES, GuidePlan, JointPlan, plan_guide
 from pgmdl.guides.sequence import (
     MVN_MAX_SIZE,
     PROTOTYPE_STEPS,
+    Parents,
     SequencePattern,
     StepConditional,
     TimeIndexedInput,
     prototype_call,
+    read_once,
     same_slice,
     time_shared_conditionals,
 )
@@ -497,8 +499,13 @@ class NaMIGuide(AutoGuide):
         loop is longer (:func:`~pgmdl.guides.sequence.prototype_call`) and its
         slice is the same there, else the call's own. The third value,
         ``(size, args, kwargs, graph)`` of the call, builds its length's state."""
+        # the structure at the call's length; argument checks off (the model's own run
+        # makes them at every step: here they were a fifth of a T = 1000 compile)
         with poutine.block(), torch.random.fork_rng(devices=[]):
-            graph = compile_model(self.model, model_args=args, model_kwargs=kwargs, num_traces=1)
+            with pyro.validation_enabled(False):
+                graph = compile_model(
+                    self.model, model_args=args, model_kwargs=kwargs, num_traces=1
+                )
             try:
                 time = time_structure(graph)
             except ModelError:
@@ -740,8 +747,7 @@ class NaMIGuide(AutoGuide):
         self, graph: ModelGraph, arguments: dict[str, Any]
     ) -> dict[str, tuple[int, tuple[int, ...]]]:
         """(depth, replicate shape) of every given node a conditional reads."""
-        needed = {p for parents in self._structure.values() for p, _ in parents}
-        needed -= set(self._structure)
+        needed = set(self._read_by) - set(self._structure)  # O(T): not every step's run
         shapes = {}
         for name in needed:
             if name in graph.sites:
@@ -1026,7 +1032,12 @@ class NaMIGuide(AutoGuide):
         # running the model here must neither reach the caller's trace nor move the
         # random stream the caller's own draws follow
         if graph is None:
-            with poutine.block(), torch.random.fork_rng(devices=[]):
+            # (argument checks off: the model's own run makes them)
+            with (
+                poutine.block(),
+                torch.random.fork_rng(devices=[]),
+                pyro.validation_enabled(False),
+            ):
                 graph = compile_model(
                     self.model, model_args=args, model_kwargs=kwargs, num_traces=1
                 )
@@ -1052,13 +1063,12 @@ class NaMIGuide(AutoGuide):
             model_site = first_site[split_step(site)[0]]  # type: ignore[index]
             links = self._series_links[model_site]
             parents = unrolled[site][1] + tuple((name, name) for name in pattern.time_inputs)
-            structure[site] = tuple((name, links[group]) for name, group in parents)
+            structure[site] = _linked(parents, links)  # O(1): the runs are not copied
             block[site] = self._block[model_site]
         feature_keys = dict(self._feature_keys)
-        for _, parents in unrolled.values():
-            for name, group in parents:
-                if name not in feature_keys and group in self._series_feature_keys:
-                    feature_keys[name] = self._series_feature_keys[group]
+        for name, group in read_once(parents for _, parents in unrolled.values()):
+            if name not in feature_keys and group in self._series_feature_keys:
+                feature_keys[name] = self._series_feature_keys[group]
         steps: dict[str, nn.Module] = {}
         seen: set[str] = set()
         summary_sites = pattern.summary_sites(length)
@@ -1423,6 +1433,14 @@ def _read_names(
         else:
             names.update(p for p, _ in parents)
     return names
+
+
+def _linked(parents: Sequence[tuple[str, str]], links: Mapping[str, PlateLink]) -> Sequence:
+    """``(name, links[group])`` for each ``(name, group)`` of ``parents``, lazily
+    when they are a :class:`~pgmdl.guides.sequence.Parents`."""
+    if isinstance(parents, Parents):
+        return parents.mapped(lambda item: (item[0], links[item[1]]))
+    return tuple((name, links[group]) for name, group in parents)
 
 
 def _group(name: str) -> str:

@@ -40,7 +40,7 @@ conditionals (and the guide serves only its first length).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -385,9 +385,8 @@ class SequencePattern:
                 if inside:
                     parents.append((lagged[role], template))  # type: ignore[arg-type]
             run = range(t, length) if self.direction == "future" else range(t + 1)
-            for o in pattern.observed:
-                parents += names[o][run.start : run.stop]
-            out[site] = (StepRoles(site, t, lagged, pattern.static), tuple(parents))
+            runs = [(names[o], run.start, run.stop) for o in pattern.observed]
+            out[site] = (StepRoles(site, t, lagged, pattern.static), Parents(parents, runs))
         return out
 
     def summary_sites(self, length: int) -> tuple[tuple[str, ...], ...]:
@@ -396,6 +395,100 @@ class SequencePattern:
             tuple(template.replace("{t}", str(self.start + t)) for template in self.observed_series)
             for t in range(length)
         )
+
+
+class Parents(Sequence):
+    """A step's parents: a few named ones, then runs of observations, each a slice
+    of one list the steps share, read without copying.
+
+    Step :math:`t` of a reverse-order guide reads :math:`x_{t:T}`: materialized,
+    the parents of all :math:`T` steps hold :math:`O(T^2)` names (0.8 s at
+    :math:`T = 1000`). Here a step holds its slice bounds only; iterating it
+    yields the same items a tuple would, and ``parents + more`` appends named
+    ones without copying the runs.
+
+    Args:
+        head: the parents before the runs (statics, lagged latents).
+        runs: ``(shared list, start, stop)`` per run.
+        tail: parents after the runs.
+        link: applied to every item when read (``(name, group) -> (name, link)``).
+    """
+
+    __slots__ = ("head", "runs", "tail", "link", "_len")
+
+    def __init__(
+        self,
+        head: Sequence[Any],
+        runs: Sequence[tuple[Sequence[Any], int, int]] = (),
+        tail: Sequence[Any] = (),
+        link: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.head, self.runs, self.tail, self.link = tuple(head), tuple(runs), tuple(tail), link
+        self._len = len(self.head) + sum(stop - start for _, start, stop in runs) + len(self.tail)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Any:
+        link = self.link
+        for item in self._raw():
+            yield item if link is None else link(item)
+
+    def _raw(self) -> Any:
+        yield from self.head
+        for items, start, stop in self.runs:
+            for i in range(start, stop):
+                yield items[i]
+        yield from self.tail
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(index)
+        for i, item in enumerate(self._raw()):
+            if i == index:
+                return item if self.link is None else self.link(item)
+        raise IndexError(index)  # pragma: no cover
+
+    def __add__(self, more: Sequence[Any]) -> Parents:
+        if self.link is not None:
+            return Parents(tuple(self), (), tuple(more))
+        return Parents(self.head, self.runs, self.tail + tuple(more))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and tuple(self) == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def mapped(self, link: Callable[[Any], Any]) -> Parents:
+        """The same parents, each read through ``link`` (no copy)."""
+        if self.link is not None:
+            return Parents(tuple(self), (), (), link)
+        return Parents(self.head, self.runs, self.tail, link)
+
+    def __repr__(self) -> str:
+        return f"Parents({tuple(self)!r})"
+
+
+def read_once(all_parents: Iterable[Sequence[Any]]) -> Iterator[Any]:
+    """The items of several steps' parents, each run of a shared list read once
+    over the hull of its slices (the runs of a loop nest: :math:`x_{t:T}`), so
+    :math:`O(T)` for a whole loop; other items as often as they occur."""
+    spans: dict[int, tuple[Sequence[Any], int, int]] = {}
+    for parents in all_parents:
+        if not isinstance(parents, Parents) or parents.link is not None:
+            yield from parents
+            continue
+        yield from parents.head
+        yield from parents.tail
+        for items, start, stop in parents.runs:
+            _, low, high = spans.get(id(items), (items, start, stop))
+            spans[id(items)] = (items, min(low, start), max(high, stop))
+    for items, low, high in spans.values():
+        yield from items[low:high]
 
 
 def prototype_call(

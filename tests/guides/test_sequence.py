@@ -12,7 +12,7 @@ from pyro.infer import SVI, Trace_ELBO
 
 import pgmdl
 from pgmdl.datasets import LinearGaussianSSM
-from pgmdl.guides.sequence import StepConditional, TimeSharedSeries
+from pgmdl.guides.sequence import Parents, StepConditional, TimeSharedSeries, read_once
 
 
 def sample(length: int, n: int = 32, seed: int = 0):
@@ -251,3 +251,22 @@ def test_a_filtering_guide_lacks_the_future_and_does_measurably_worse():
             loss = Trace_ELBO(num_particles=20).loss(ssm.model, guide, test.x) / 256
         gaps[name] = (loss + ssm.log_evidence(test.x).mean().item()) / length
     assert gaps["filtering"] > gaps["nami"] + 0.05, gaps
+
+
+def test_step_parents_read_like_the_tuple_they_stand_for():
+    """A step's parents share one list of observation names: they read as the
+    materialized tuple (items, length, indexing, appending, mapping), and a
+    whole loop's reads visit each observation once."""
+    names = [f"x_{t}" for t in range(5)]
+    parents = Parents(["w", "z_2"], [(names, 2, 5)])
+    expected = ("w", "z_2", "x_2", "x_3", "x_4")
+    assert tuple(parents) == expected and parents == expected and len(parents) == 5
+    assert parents[2] == "x_2" and parents[-1] == "x_4" and parents[1:3] == ("z_2", "x_2")
+    with pytest.raises(IndexError):
+        parents[5]
+    longer = parents + ("mask",)
+    assert tuple(longer) == expected + ("mask",) and tuple(parents) == expected
+    assert tuple(longer.mapped(str.upper)) == tuple(s.upper() for s in expected + ("mask",))
+    loop = [Parents([f"z_{t + 1}"], [(names, t, 5)]) for t in range(5)]
+    seen = list(read_once(loop))
+    assert sorted(seen) == sorted([f"z_{t + 1}" for t in range(5)] + names)
