@@ -267,6 +267,7 @@ def _resolve(record: TraceRecord, model_name: str) -> dict[str, _Site]:
             observation=site.observation,
             metadata=site.metadata,
             derived_from=site.derived_from,
+            computed_from=site.computed_from,
         )
         resolved[site.name] = _Site(info, site.plates, frozenset(data), frozenset(control))
     return resolved

@@ -161,6 +161,9 @@ class SiteInfo:
             under their declared keys of ``msg["infer"]``
             (:func:`pgmdl.plugins.site_metadata` reads it).
         masks: for a latent site, how the model masks it (:class:`SiteMask`).
+        computed_from: for an observed site whose value is computed from model
+            arguments but is no view of one (``pad_packed_sequence(seqs)[0][:, t]``,
+            ``x.float() / 255``), the paths of those arguments (for messages).
         derived_from: for an observed site whose value is a deterministic
             function of another observed site's value (a coarse level of a
             multiscale observation), ``(source site, fn)`` with
@@ -187,6 +190,7 @@ class SiteInfo:
     derived_from: tuple[str, Callable[[Any], Any]] | None = field(default=None, compare=False)
     masks: tuple[SiteMask, ...] = field(default=(), compare=False, repr=False)
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    computed_from: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def is_latent(self) -> bool:

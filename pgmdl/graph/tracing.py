@@ -97,6 +97,7 @@ class SiteRecord:
     parent_refs: frozenset[ArgumentRef] = frozenset()
     value_ref: ArgumentRef | None = None
     masks: tuple[SiteMask, ...] = ()
+    computed_from: tuple[str, ...] = ()  # arguments of an observed value that is no view
 
 
 @dataclass(frozen=True)
@@ -465,6 +466,9 @@ class _SiteRecorder(Messenger):
         value_ref = _exact_ref(value_provenance) if kind == "observed" else None
         if lookup(msg["value"]):  # written in place: not a view of the argument
             value_ref = None
+        computed_from: tuple[str, ...] = ()
+        if kind == "observed" and value_ref is None:
+            computed_from = tuple(sorted(split_provenance(value_provenance)[1]))
         multiset_masks = msg["infer"].get(PLATE_MASKS_KEY, {})
         masks = self._masks(msg, lookup) if kind == "latent" else ()
         metadata = {k: msg["infer"][k] for k in metadata_keys() if k in msg["infer"]}
@@ -493,6 +497,7 @@ class _SiteRecorder(Messenger):
             derived_from=msg["infer"].get("derived_from"),
             parent_refs=frozenset(p for p in parent_provenance if isinstance(p, ArgumentRef)),
             value_ref=value_ref,
+            computed_from=computed_from,
             masks=masks,
         )
         self.values[name] = value

@@ -63,6 +63,7 @@ read from the model argument it comes from, and pools over present parts only.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -79,6 +80,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_mean
 from pyro.params.param_store import param_with_module_name
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from pgmdl.errors import GuideError, GuideWarning, ModelError, SiteNotFoundError, TrainingError
 from pgmdl.graph.compile import compile_model
@@ -86,10 +88,16 @@ from pgmdl.graph.masked_plate import MaskedPlate
 from pgmdl.graph.model_graph import ModelGraph
 from pgmdl.graph.nami import ORDERS, InverseGraph, invert
 from pgmdl.graph.plated import PlateLink
-from pgmdl.graph.sites import PlateInfo, SiteMask
+from pgmdl.graph.sites import PlateInfo, SiteInfo, SiteMask
 from pgmdl.graph.time import TimeStructure, split_step, time_structure
 from pgmdl.graph.tracing import unwrap_distribution
-from pgmdl.guides.bindings import GuideBinder, describe_given, loop_axes, sometimes_observed
+from pgmdl.guides.bindings import (
+    GuideBinder,
+    describe_given,
+    loop_axes,
+    parse_path,
+    sometimes_observed,
+)
 from pgmdl.guides.conditional import Conditional, ParentFeatures, ParentSpec
 from pgmdl.guides.families import (
     Family,
@@ -749,18 +757,12 @@ class NaMIGuide(AutoGuide):
         """(depth, replicate shape) of every given node a conditional reads."""
         needed = set(self._read_by) - set(self._structure)  # O(T): not every step's run
         shapes = {}
-        for name in needed:
+        for name in sorted(needed, key=lambda n: graph[n].order if n in graph.sites else -1):
             if name in graph.sites:
                 info = graph[name]
                 path = name if name in self.bindings else info.bound_argument
                 if path is None:
-                    raise GuideError(
-                        f"observed site {name!r} is a parent of a guide site, but its value is "
-                        "not a model argument, so the guide cannot find it at call time. Pass "
-                        f"the observed value itself as an argument (obs={name}), or give "
-                        f"NaMIGuide(model, bindings={{{name!r}: lambda arguments: ...}}) computing "
-                        "it from the model's arguments."
-                    )
+                    raise GuideError(_unreadable_observation(name, info, arguments))
                 value = self._binder.read(arguments, name, path)
                 if not self._is_observed_value(name, value):
                     raise GuideError(
@@ -1433,6 +1435,36 @@ def _read_names(
         else:
             names.update(p for p, _ in parents)
     return names
+
+
+def _unreadable_observation(name: str, info: SiteInfo, arguments: Mapping[str, Any]) -> str:
+    """Why the guide cannot read observed site ``name`` at call time, and the fix."""
+    sources = ", ".join(map(repr, info.computed_from))
+    what = (
+        f"is computed inside the model from argument(s) {sources} by operations that are "
+        "no view of one argument, which the guide cannot replay"
+        if info.computed_from
+        else "is not a model argument"
+    )
+    heads = {parse_path(p)[0] for p in info.computed_from if _HEAD_PATH.match(p)}
+    packed = [h for h in sorted(heads) if isinstance(arguments.get(h), PackedSequence)]
+    hint = (
+        f" Argument {packed[0]!r} is a PackedSequence: unpack it before calling the model and "
+        "pass the padded tensor with a mask (the deep Markov model's layout: "
+        "model(mini_batch, mini_batch_mask, ...), observing mini_batch[:, t]); the guide then "
+        "reads each step as a view and serves every length."
+        if packed
+        else ""
+    )
+    return (
+        f"observed site {name!r} is a parent of a guide site, but its value {what}, so the "
+        f"guide cannot find it at call time.{hint} Pass the observed value itself, or a tensor "
+        f"it is a view of, as an argument (obs={name}), or give NaMIGuide(model, bindings="
+        f"{{{name!r}: lambda arguments: ...}}) computing it from the model's arguments."
+    )
+
+
+_HEAD_PATH = re.compile(r"^[A-Za-z_]")
 
 
 def _linked(parents: Sequence[tuple[str, str]], links: Mapping[str, PlateLink]) -> Sequence:

@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+import torch.nn.utils.rnn as nn_rnn
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
@@ -270,3 +271,29 @@ def test_step_parents_read_like_the_tuple_they_stand_for():
     loop = [Parents([f"z_{t + 1}"], [(names, t, 5)]) for t in range(5)]
     seen = list(read_once(loop))
     assert sorted(seen) == sorted([f"z_{t + 1}" for t in range(5)] + names)
+
+
+def _unpacking_model(seqs):
+    """A DMM-like model that unpacks its PackedSequence argument itself."""
+    x, lengths = nn_rnn.pad_packed_sequence(seqs, batch_first=True)
+    batch, steps, _ = x.shape
+    with pyro.plate("seqs", batch):
+        z = x.new_zeros(batch, 2)
+        for t in pyro.markov(range(steps)):
+            z = pyro.sample(f"z_{t}", dist.Normal(0.9 * z, 1.0).to_event(1))
+            loc = z.sum(-1, keepdim=True).expand(batch, x.shape[-1])
+            pyro.sample(f"x_{t}", dist.Normal(loc, 0.5).to_event(1), obs=x[:, t])
+
+
+def test_a_model_that_unpacks_a_packed_sequence_gets_a_clear_error():
+    """pad_packed_sequence inside the model is no view the guide can replay: the
+    compiled graph says which arguments the observation came from, and the guide
+    refuses with the fix (pass the padded tensor and a mask) instead of
+    training on something else."""
+    lengths = torch.tensor([5, 4, 2])
+    seqs = nn_rnn.pack_padded_sequence(torch.randn(3, 5, 3), lengths, batch_first=True)
+    graph = pgmdl.compile(_unpacking_model, seqs)
+    assert graph["x_0"].bound_argument is None
+    assert "seqs[0]" in graph["x_0"].computed_from  # the packed data it was read from
+    with pytest.raises(pgmdl.GuideError, match=r"'x_0'.*'seqs' is a PackedSequence.*mask"):
+        pgmdl.NaMIGuide(_unpacking_model).setup(seqs)
