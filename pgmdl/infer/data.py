@@ -166,9 +166,11 @@ def transform_minibatch(
     return args, {**dict(out), **fixed}
 
 
-def derive_seed(seed: int, epoch: int, stream: int) -> int:
-    """A 32-bit seed that depends on ``(seed, epoch, stream)`` only."""
-    return int(np.random.SeedSequence([int(seed), epoch, stream]).generate_state(1)[0])
+def derive_seed(seed: int, epoch: int, stream: int, worker: int = 0) -> int:
+    """A 32-bit seed that depends on ``(seed, epoch, stream)`` only, and on the
+    data-parallel ``worker`` (worker 0's seeds are those of a single process)."""
+    entropy = [int(seed), epoch, stream] + ([int(worker)] if worker else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def epoch_order(

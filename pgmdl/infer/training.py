@@ -194,6 +194,10 @@ def fit(
     seed: int | None = None,
     callback: Callable[[int, FitResult], bool | None] | None = None,
     transform: Callable[[Any], Any] | None = None,
+    strategy: Any = None,
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    accelerator: str = "auto",
 ) -> FitResult:
     """Train ``model`` and ``guide`` with :class:`pyro.infer.SVI` on minibatches of ``data``.
 
@@ -253,6 +257,22 @@ def fit(
             ``data`` (a tensor, a tuple of tensors or a dict). Example: the
             noise augmentation of a quasi-deterministic observation,
             ``transform=noise.augment`` (thesis §7.2).
+        strategy: ``None`` (default): this process trains, as described above,
+            and Lightning is not imported. ``"ddp"`` (or ``"ddp_spawn"``,
+            ``"ddp_fork"``, a Lightning ``Strategy``): data-parallel training
+            through PyTorch Lightning (:mod:`pgmdl.infer.distributed`,
+            :class:`pgmdl.lightning.SVIModule`): each of ``devices`` workers
+            on each of ``num_nodes`` machines takes its own shard of every
+            epoch, the data plate is scaled to the whole data set (the loss per
+            data point estimates the ELBO of all the data), gradients are
+            averaged, and the trained parameters, buffers and history come back
+            into the caller's model, guide and param store. ``batch_size`` is
+            per worker; ``checkpoint`` is a Lightning checkpoint; ``device`` is
+            where the set-up run happens; ``guide_optim`` must use the same
+            optimizer class as ``optim``.
+        devices: worker processes per machine (GPUs, or CPU processes).
+        num_nodes: machines.
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
 
     Returns:
         the :class:`FitResult`: losses per step and per epoch, KL bits.
@@ -289,6 +309,40 @@ def fit(
         ['loc']
     """
     _check_options(epochs, batch_size, kl_every, num_particles, loss, seed, resume, checkpoint)
+    if strategy is not None:
+        from pgmdl.infer.distributed import fit_distributed  # imports Lightning
+
+        return fit_distributed(
+            model,
+            guide,
+            data,
+            strategy=strategy,
+            devices=devices,
+            num_nodes=num_nodes,
+            accelerator=accelerator,
+            epochs=epochs,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=progress,
+            batch_size=batch_size,
+            optim=optim,
+            guide_optim=guide_optim,
+            loss=loss,
+            num_particles=num_particles,
+            shuffle=shuffle,
+            seed=seed,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+            kl_every=kl_every,
+            transform=transform,
+            callback=callback,
+            device=device,
+        )
+    if devices != 1 or num_nodes != 1:
+        raise ArgumentError(
+            f"devices={devices!r}, num_nodes={num_nodes!r} need a data-parallel strategy: "
+            "fit(..., strategy='ddp', devices=N)"
+        )
     args, kwargs, num_data, dev = prepare_data(data, device)
     if device is not None:
         move_modules(model, guide, dev)
