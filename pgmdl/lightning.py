@@ -287,7 +287,7 @@ class SVIModule(pl.LightningModule):
         mean = self.trainer.strategy.reduce(local, reduce_op="mean")
         epoch = self.current_epoch
         self.history.epoch_losses.append(float(mean) / self.num_data)
-        self.log("epoch_loss", mean / self.num_data)
+        self.log("epoch_loss", mean / self.num_data, sync_dist=True)  # already the mean
         self.history.epochs = epoch + 1
         due = self.kl_every and (epoch + 1) % self.kl_every == 0
         if due and self._last is not None and self.trainer.is_global_zero:

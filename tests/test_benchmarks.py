@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -196,3 +198,19 @@ def test_guide_quality_runs_every_program_with_a_verdict():
     assert [row[0] for row in nami] == list(NAMES), result.stdout
     assert all(" yes" in line or " no (" in line for line in lines if " NaMIGuide " in line)
     assert "NaMIGuide at least as good as the best baseline within noise on" in result.stdout
+
+
+def test_distributed_benchmark_runs_every_configuration():
+    pytest.importorskip("lightning")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--fast"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()]
+    for model in ("chain", "vae"):
+        labels = [" ".join(r[1:3]) for r in rows if r[:1] == [model]]
+        assert labels == ["in-process fit", "ddp, 1", "ddp, 2"], result.stdout
+    assert "non-finite flag" in result.stdout
