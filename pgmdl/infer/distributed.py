@@ -1,6 +1,6 @@
 """``pgmdl.fit(..., strategy="ddp")``: data-parallel SVI on PyTorch Lightning.
 
-:func:`fit_distributed` builds a :class:`pgmdl.lightning.SVIModule` (set-up,
+:func:`fit_distributed` builds a :class:`~pgmdl.infer.svi_module.SVIModule` (set-up,
 parameters, shards and scaling: see there) and a
 :class:`lightning.pytorch.Trainer`, trains, and hands the trained state back
 to the caller's model, guide and param store.
@@ -57,14 +57,14 @@ def fit_distributed(
     **options: Any,
 ) -> FitResult:
     """Train like :func:`pgmdl.fit`, data-parallel through Lightning (see the module
-    docstring); ``options`` are :class:`pgmdl.lightning.SVIModule`'s."""
+    docstring); ``options`` are :class:`~pgmdl.infer.svi_module.SVIModule`'s."""
     try:
         import lightning.pytorch as pl
     except ImportError as err:  # pragma: no cover - the extra is installed by make test
         raise ImportError(
             "strategy= trains through PyTorch Lightning: pip install 'pgmdl[distributed]'"
         ) from err
-    from pgmdl.lightning import SVIModule
+    from pgmdl.infer.svi_module import SVIModule
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ArgumentError(f"epochs must be an integer >= 0, got {epochs!r}")

@@ -261,7 +261,7 @@ def fit(
             and Lightning is not imported. ``"ddp"`` (or ``"ddp_spawn"``,
             ``"ddp_fork"``, a Lightning ``Strategy``): data-parallel training
             through PyTorch Lightning (:mod:`pgmdl.infer.distributed`,
-            :class:`pgmdl.lightning.SVIModule`): each of ``devices`` workers
+            :class:`~pgmdl.infer.svi_module.SVIModule`): each of ``devices`` workers
             on each of ``num_nodes`` machines takes its own shard of every
             epoch, the data plate is scaled to the whole data set (the loss per
             data point estimates the ELBO of all the data), gradients are
