@@ -243,8 +243,17 @@ class SVIModule(pl.LightningModule):
         self._epoch_losses.append(self._step_loss)
         self._last = (batch, len(rows))
         # for the user's loggers and progress bar: this worker's estimate per data point
-        self.log("loss", self._step_loss / self.num_data, prog_bar=True, batch_size=len(rows))
+        # (Lightning's logging costs ~1 ms a step: skipped when nobody reads it)
+        if self._logged():
+            self.log("loss", self._step_loss / self.num_data, prog_bar=True, batch_size=len(rows))
         return loss
+
+    def _logged(self) -> bool:
+        """Whether a logger or a progress bar reads what :meth:`log` records."""
+        trainer = self._trainer
+        return trainer is not None and bool(
+            trainer.loggers or trainer.progress_bar_callback is not None
+        )
 
     def loss_of(self, batch: Minibatch, size: int) -> torch.Tensor:
         """The differentiable negative ELBO of ``batch`` (``size`` points), scaled
@@ -288,7 +297,8 @@ class SVIModule(pl.LightningModule):
         mean = self.trainer.strategy.reduce(local, reduce_op="mean")
         epoch = self.current_epoch
         self.history.epoch_losses.append(float(mean) / self.num_data)
-        self.log("epoch_loss", mean / self.num_data, sync_dist=True)  # already the mean
+        if self._logged():
+            self.log("epoch_loss", mean / self.num_data, sync_dist=True)  # already the mean
         self.history.epochs = epoch + 1
         due = self.kl_every and (epoch + 1) % self.kl_every == 0
         if due and self._last is not None and self.trainer.is_global_zero:
