@@ -382,3 +382,48 @@ def test_conjugate_posterior_is_found_by_two_workers(one_thread):
     weight, bias = encoder.net.weight.detach(), encoder.net.bias.detach()
     assert weight[0, 0].item() == pytest.approx(1 / (1 + SIGMA**2), abs=0.05)
     assert bias[1].exp().item() == pytest.approx(math.sqrt(SIGMA**2 / (1 + SIGMA**2)), abs=0.05)
+
+
+class Regression(pyro.nn.PyroModule):
+    """A PyroModule model: a PyroModule[nn.Linear], a PyroParam, a global latent."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = pyro.nn.PyroModule[nn.Linear](1, 1)
+        self.log_noise = pyro.nn.PyroParam(torch.tensor(0.5))
+
+    def forward(self, x, y):
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            loc = self.linear(x[:, None]).squeeze(-1) + shift
+            pyro.sample("y", dist.Normal(loc, self.log_noise.exp()), obs=y)
+
+
+def test_pyro_module_and_autoguide_parameters_train_in_the_workers(one_thread):
+    """PyroModule weights and a PyroParam, an AutoNormal whose parameters appear
+    on its first call: all trained by two workers and back in the caller's objects."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, generator=generator)
+    y = 2.0 * x + 0.7 + 0.3 * torch.randn(2048, generator=generator)
+    torch.manual_seed(0)
+    model = Regression()
+    guide = pyro.infer.autoguide.AutoNormal(model)
+    pgmdl.fit(
+        model,
+        guide,
+        (x, y),
+        epochs=25,
+        batch_size=128,
+        optim=pyro.optim.Adam({"lr": 0.03}),
+        seed=0,
+        progress=False,
+        kl_every=0,
+        strategy="ddp",
+        devices=2,
+        accelerator="cpu",
+    )
+    assert model.linear.weight.item() == pytest.approx(2.0, abs=0.05)
+    assert model.log_noise.exp().item() == pytest.approx(0.3, abs=0.03)
+    # the shift and the bias share the offset 0.7; their sum is identified
+    offset = model.linear.bias.item() + guide.median()["shift"].item()
+    assert offset == pytest.approx(0.7, abs=0.1)
