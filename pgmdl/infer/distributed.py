@@ -140,4 +140,7 @@ def _strategy(strategy: Any, accelerator: str, find_unused: bool) -> Any:
         start = "spawn" if gpu else "fork"
     else:
         start = {"ddp_fork": "fork", "ddp_notebook": "fork", "ddp_spawn": "spawn"}[strategy]
-    return DDPStrategy(start_method=start, find_unused_parameters=find_unused)
+    # buffers: SVIModule averages them after every step (no broadcast needed before it)
+    return DDPStrategy(
+        start_method=start, find_unused_parameters=find_unused, broadcast_buffers=False
+    )

@@ -23,8 +23,9 @@ the module does when it is made, before any worker starts:
   ``pyro.module``, ``PyroModule`` models and guides, and loose ``pyro.param``
   values of the param store become parameters of this module (the very
   tensors the param store holds, which stay in it), so the data-parallel
-  wrapper broadcasts them and averages their gradients, and module buffers
-  (the guide's running normalizers) are broadcast from worker 0. A tensor
+  wrapper broadcasts them and averages their gradients; module buffers
+  (the guide's running normalizers) are averaged over the workers after
+  every step, so they are identical everywhere and follow all the data. A tensor
   that receives a gradient but is in no module and not in the param store
   is refused, named by its shape: no worker would agree on it.
 * **Shards and scale** (:mod:`pgmdl.infer.sharding`): each worker sees its
@@ -286,8 +287,35 @@ class SVIModule(pl.LightningModule):
             )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._average_buffers()
         self.history.losses.append(float(self._step_loss) / self.num_data)
         self.history.steps += 1
+
+    def _average_buffers(self) -> None:
+        """Make the buffers identical on every worker after each step: floating ones
+        (running normalizers) averaged over the workers, so they follow all the
+        data (an exponential moving average of the workers' batch statistics is
+        the average of theirs), others taken from worker 0. (The data-parallel
+        wrapper's broadcast from worker 0 before each forward would leave them
+        apart after the last step, and worker 0's alone would see half the data.)"""
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return
+        world = torch.distributed.get_world_size()
+        if world == 1:
+            return
+        floating = [b for b in self.buffers() if b.is_floating_point()]
+        others = [b for b in self.buffers() if not b.is_floating_point()]
+        if floating:
+            flat = torch.cat([b.detach().reshape(-1) for b in floating])
+            torch.distributed.all_reduce(flat)
+            flat /= world
+            offset = 0
+            with torch.no_grad():
+                for b in floating:
+                    b.copy_(flat[offset : offset + b.numel()].view_as(b))
+                    offset += b.numel()
+        for b in others:
+            torch.distributed.broadcast(b, src=0)
 
     def on_train_epoch_end(self) -> None:
         """The epoch's loss per data point (averaged over the workers), KL bits."""

@@ -427,3 +427,39 @@ def test_pyro_module_and_autoguide_parameters_train_in_the_workers(one_thread):
     # the shift and the bias share the offset 0.7; their sum is identified
     offset = model.linear.bias.item() + guide.median()["shift"].item()
     assert offset == pytest.approx(0.7, abs=0.1)
+
+
+def test_parameters_and_buffers_are_identical_on_every_worker(one_thread):
+    """NaMIGuide's running normalizers (buffers) and every parameter agree
+    across the two workers at the end of training (checked in the workers,
+    by gathering a checksum of each tensor)."""
+    import lightning.pytorch as pl
+
+    from pgmdl.lightning import SVIModule
+
+    class SameEverywhere(pl.Callback):
+        def on_train_end(self, trainer, module):
+            tensors = list(module.parameters()) + list(module.buffers())
+            assert any(True for _ in module.buffers()), "the guide has no buffers to check"
+            sums = torch.stack([t.detach().double().sum() for t in tensors])
+            gathered = trainer.strategy.all_gather(sums)  # (workers, tensors)
+            assert gathered.shape[0] == 2
+            assert torch.equal(gathered[0], gathered[1]), gathered
+
+    data = BN.sample(1024, generator=torch.Generator().manual_seed(0))
+    guide = pgmdl.NaMIGuide(bn_model, hidden=(16,))
+    module = SVIModule(bn_model, guide, data, batch_size=64, seed=0, kl_every=0)
+    trainer = pl.Trainer(
+        strategy="ddp_fork",
+        devices=2,
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+        callbacks=[SameEverywhere()],
+    )
+    trainer.fit(module)
+    assert module.result().steps == 2 * 8
