@@ -124,17 +124,32 @@ def full_mask(argument: str = "x", mask_argument: str = "mask"):
     return read
 
 
-def missing_guide(masked_model: Callable[..., Any], site: str = "x", **options: Any):
+def constant_mask(argument: str = "x"):
+    """A :class:`pgmdl.NaMIGuide` binding for the mask input that hides it:
+    all True whatever the call's mask, so the encoder gets no information
+    from it (a constant channel, standardized to zero)."""
+
+    def read(arguments: dict[str, Any]) -> Tensor:
+        return torch.ones_like(torch.as_tensor(arguments[argument]), dtype=torch.bool)
+
+    return read
+
+
+def missing_guide(
+    masked_model: Callable[..., Any], site: str = "x", *, read_mask: bool = True, **options: Any
+):
     """A :class:`pgmdl.NaMIGuide` for a :func:`with_missing` model whose
     encoder reads the zero-filled data (MIWAE). ``options`` go to
     :class:`~pgmdl.NaMIGuide`.
 
     The compiler sees the mask (a ``Distribution.mask``) as an input of the
     observed site, so the encoder reads it too, next to the zero-filled
-    data: all True in a call without a mask."""
+    data: all True in a call without a mask. With ``read_mask=False`` the
+    mask channel is fed a constant (all True) instead, so the encoder reads
+    the zero-filled data alone, as in the MIWAE paper."""
     from pgmdl.guides import NaMIGuide
 
     bindings = dict(options.pop("bindings", {}) or {})
     bindings.setdefault(site, zero_filled(site))
-    bindings.setdefault("mask", full_mask(site))
+    bindings.setdefault("mask", full_mask(site) if read_mask else constant_mask(site))
     return NaMIGuide(masked_model, bindings=bindings, **options)

@@ -282,3 +282,38 @@ def test_estimates_leave_a_guide_in_training_mode_untouched():
     after = guide.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert guide.training
+
+
+def test_missing_guide_reads_the_mask_only_when_asked():
+    """The mask is an input of the encoder (a parent of z); read_mask=False feeds
+    it a constant, so the encoder's output no longer depends on the mask."""
+    from pgmdl.infer.missing import missing_guide, with_missing
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample(
+                "x", dist.Normal(z.sum(-1, keepdim=True).expand(-1, 3), 1.0).to_event(1), obs=x
+            )
+
+    masked = with_missing(model)
+    x = torch.zeros(6, 3)  # zero-filled data identical for both masks
+    one = torch.tensor([[True, False, True]]).expand(6, 3)
+    other = torch.tensor([[False, True, False]]).expand(6, 3)
+    for read_mask in (True, False):
+        pyro.clear_param_store()
+        guide = missing_guide(masked, hidden=(8,), read_mask=read_mask)
+        guide(x, mask=torch.rand(6, 3) < 0.5)  # varied masks: the normalizer sees a spread
+        assert "mask" in guide.parents("z")
+        guide.eval()
+        with torch.no_grad():  # the output layer starts at zero: move every weight
+            for param in guide.parameters():
+                param.add_(torch.randn_like(param))
+
+        def loc(mask, guide=guide):
+            with torch.no_grad():
+                trace = pyro.poutine.trace(guide).get_trace(x, mask=mask)
+            return trace.nodes["z"]["fn"].base_dist.loc
+
+        differs = not torch.allclose(loc(one), loc(other))
+        assert differs == read_mask
