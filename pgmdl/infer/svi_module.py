@@ -80,7 +80,7 @@ from pgmdl.infer.sharding import (
     data_plates,
     shard_batches,
 )
-from pgmdl.infer.training import FitResult, _check_optims, _fixed_arguments
+from pgmdl.infer.training import FitResult, _check_optims, _fixed_arguments, _load_history
 
 __all__ = ["SVIModule"]
 
@@ -386,15 +386,8 @@ class SVIModule(pl.LightningModule):
         return {"history": self.history._history(), "stopped": self.history.stopped_early}
 
     def set_extra_state(self, state: Any) -> None:
-        history = state["history"]
-        result = self.history
-        result.losses = list(history["losses"])
-        result.epoch_losses = list(history["epoch_losses"])
-        result.kl_bits = [dict(kl) for kl in history["kl_bits"]]
-        result.kl_epochs = list(history["kl_epochs"])
-        result.steps = int(history["steps"])
-        result.epochs = int(history["epochs"])
-        result.stopped_early = bool(state.get("stopped", False))
+        _load_history(self.history, state["history"])
+        self.history.stopped_early = bool(state.get("stopped", False))
 
     def result(self) -> FitResult:
         """What training did, as :func:`pgmdl.fit` reports it."""
