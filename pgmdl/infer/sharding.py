@@ -119,7 +119,7 @@ def data_plates(
             worker the same indices; or no plate follows the minibatch length
             (the model does not put its data in a plate).
     """
-    lengths = [_length(first)] + ([_length(second)] if second is not None else [])
+    lengths = [minibatch_length(first)] + ([minibatch_length(second)] if second is not None else [])
     sizes: list[dict[str, int]] = []
     for args, kwargs in [first] + ([second] if second is not None else []):
         with poutine.block():
@@ -158,7 +158,8 @@ def data_plates(
     return plates
 
 
-def _length(batch: Minibatch) -> int:
+def minibatch_length(batch: Minibatch) -> int:
+    """The number of points in ``batch``: the length of its first batched tensor."""
     args, kwargs = batch
     for value in list(args) + list(kwargs.values()):
         if isinstance(value, torch.Tensor) and value.dim() > 0:

@@ -78,6 +78,7 @@ from pgmdl.infer.sharding import (
     DataPlateScale,
     batches_per_epoch,
     data_plates,
+    minibatch_length,
     shard_batches,
 )
 from pgmdl.infer.training import FitResult, _check_optims, _fixed_arguments, _load_history
@@ -464,7 +465,7 @@ def _set_up(
     back in the store), and whether some parameter got no gradient."""
     args, kwargs = first
     store = pyro.get_param_store()
-    scale = DataPlateScale(plates, num_data / _first_length(first))
+    scale = DataPlateScale(plates, num_data / minibatch_length(first))
     guide_trace = poutine.trace(scale(guide)).get_trace(*args, **kwargs)
     guide_names = {n for n, s in guide_trace.nodes.items() if s["type"] == "param"}
     elbo.differentiable_loss(scale(model), scale(guide), *args, **kwargs)  # creates them all
@@ -517,14 +518,6 @@ def _set_up(
     for p in store._params.values():
         p.grad = None
     return owners, guide_names, loose, unused
-
-
-def _first_length(batch: Minibatch) -> int:
-    args, kwargs = batch
-    for value in list(args) + list(kwargs.values()):
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-    return 1
 
 
 def _leaves(loss: torch.Tensor) -> list[torch.Tensor]:
