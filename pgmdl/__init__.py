@@ -5,7 +5,8 @@ an explicit Bayesian network (:func:`compile`), inverts it into the structure
 of a faithful amortized guide (:func:`invert`, NaMI), certifies guide
 structures (:func:`check_faithful`, :func:`is_minimal`), audits hand-written
 guides (:func:`audit_guide`), builds amortized guides with that structure
-(:class:`NaMIGuide`), trains them (:func:`fit`) and draws models and guides
+(:class:`NaMIGuide`), trains them (:func:`fit`; :class:`FastSVI`, a compiled
+SVI step) and draws models and guides
 (:func:`render`). Plug-ins: quasi-deterministic observations with learned
 noise (:mod:`pgmdl.observe`: :class:`QuasiDeterministic`,
 :class:`MultiscaleObservation`), multiset plates and CompVAE's joint guide
@@ -60,7 +61,15 @@ from pgmdl.graph import (
     redundant_edges,
 )
 from pgmdl.guides import NaMIGuide
-from pgmdl.infer import FitResult, Imputation, LogLikelihood, fit, impute, log_likelihood
+from pgmdl.infer import (
+    FastSVI,
+    FitResult,
+    Imputation,
+    LogLikelihood,
+    fit,
+    impute,
+    log_likelihood,
+)
 from pgmdl.multiset import multiset_plate
 from pgmdl.observe import MultiscaleObservation, QuasiDeterministic
 from pgmdl.render import render
@@ -74,6 +83,7 @@ __all__ = [
     "DataError",
     "DynamicStructureError",
     "FaithfulnessReport",
+    "FastSVI",
     "FitResult",
     "Imputation",
     "LogLikelihood",

@@ -7,6 +7,10 @@
   data, minibatches, each epoch's order), :mod:`pgmdl.infer.checkpoint` (the
   checkpoint file), :mod:`pgmdl.infer.guard` (steps that never apply a
   non-finite gradient);
+* :class:`FastSVI` (:mod:`pgmdl.infer.fast_svi`) is a drop-in for
+  :class:`pyro.infer.SVI` whose step replays one traced, handler-free graph
+  (same loss and gradients, a fraction of Pyro's per-step cost);
+  ``fit(..., fast=True)`` uses it;
 * :class:`PartitionedOptim` (:mod:`pgmdl.infer.optim`) gives the model and
   the guide their own optimizers (slow for p_theta, fast for q_phi);
 * :func:`site_kl_bits` and :func:`nonfinite_report`
@@ -28,6 +32,7 @@ import sys as _sys
 
 from pgmdl.infer import imputation, training
 from pgmdl.infer.diagnostics import nonfinite_report, site_kl_bits
+from pgmdl.infer.fast_svi import FastSVI, FastSVIWarning
 from pgmdl.infer.imputation import Imputation, impute
 from pgmdl.infer.likelihood import LogLikelihood, log_likelihood
 from pgmdl.infer.optim import PartitionedOptim
@@ -40,6 +45,8 @@ _sys.modules.setdefault(f"{__name__}.fit", training)
 _sys.modules.setdefault(f"{__name__}.impute", imputation)
 
 __all__ = [
+    "FastSVI",
+    "FastSVIWarning",
     "FitResult",
     "Imputation",
     "LogLikelihood",
