@@ -112,6 +112,68 @@ def permutation_gap(
     return float((a - b).abs().max()) * scale
 
 
+def _mean_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean over rows of the correlation between rows of ``a`` and ``b`` ``(N, T)``."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    return float(((a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-12)).mean())
+
+
+@torch.no_grad()
+def inferred_partial_wholes(trained: TrainedCompVAE, sample: MultisetSample) -> list[float]:
+    r"""Does each inferred :math:`w_i` carry its own part? For wholes of ``K`` parts
+    (``sample``: ``K`` parts each), the guide's means :math:`E_q[w_i \mid x, \{\ell_i\}]`
+    given the FULL whole; the whole decoded from the partial sums
+    :math:`\sum_{i \le j} E_q[w_i]` (z at its prior mean) against the true whole of
+    the first ``j`` parts (eq. 9.15): the mean correlation for ``j = 1..K``."""
+    import pyro
+
+    args, kwargs = arguments(sample, 1.0)
+    with trained.scope():
+        guide_trace = pyro.poutine.trace(trained.guide).get_trace(*args, **kwargs)
+    w = guide_trace.nodes["w"]["fn"].mean.transpose(0, 1)  # (K, N, w) -> (N, K, w)
+    out = []
+    for j in range(sample.labels.shape[1]):
+        mask = sample.mask.clone()
+        mask[:, j + 1 :] = False
+        truth = sines_whole(sample.parts, mask, lam=sample.info["lam"])
+        out.append(_mean_correlation(trained.model.decode(w[:, : j + 1].sum(1)), truth))
+    return out
+
+
+@torch.no_grad()
+def generated_partial_wholes(
+    trained: TrainedCompVAE, sample: MultisetSample, seed: int = 0
+) -> list[float]:
+    r"""Fig. 9.6 as a number. Every part's :math:`w_i \sim p(w \mid \ell_i)`; each
+    part decoded ALONE gives a one-part whole :math:`\hat x_i = \tanh(\lambda \hat p_i)`,
+    hence a generated part :math:`\hat p_i`, replaced by the sine of the part's
+    frequency :math:`\ell_i` closest to it (least squares); the whole decoded from
+    the partial sum :math:`w_1 + \dots + w_j` against eq. 9.15 applied to
+    :math:`\hat p_1, \dots, \hat p_j`: the mean correlation for ``j = 1..K``. A
+    model whose parts are not sines of their frequency, or whose wholes are not
+    their composition, scores low."""
+    g = torch.Generator().manual_seed(seed)
+    model, lam = trained.model, sample.info["lam"]
+    with trained.scope():
+        loc, scale = model.part_prior(sample.labels)
+        w = loc + scale * torch.randn(loc.shape, generator=g)  # (N, K, w)
+        single = torch.stack([model.decode(w[:, i]) for i in range(w.shape[1])], 1)
+        p_hat = torch.atanh(single.clamp(-0.999, 0.999)) / lam  # (N, K, T)
+        t = torch.arange(p_hat.shape[-1], dtype=p_hat.dtype)
+        angle = 2 * torch.pi * sample.info["frequency"].to(p_hat.dtype)[..., None] * t / len(t)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        p_hat = (2 / len(t)) * (
+            (p_hat * cos).sum(-1, keepdim=True) * cos + (p_hat * sin).sum(-1, keepdim=True) * sin
+        )
+        return [
+            _mean_correlation(
+                model.decode(w[:, : j + 1].sum(1)), sines_whole(p_hat[:, : j + 1], lam=lam)
+            )
+            for j in range(w.shape[1])
+        ]
+
+
 def report_losses(
     name: str,
     trained: TrainedCompVAE,
@@ -131,70 +193,181 @@ def report_losses(
 # ----------------------------------------------------------------------------- experiments
 
 
+SINES_MODEL = {"w_dim": 32, "z_dim": 8, "hidden": 256}
+"""The sines model's sizes: 32 numbers per part (the earlier 4 could not hold the
+amplitude and phase of 8 sines of 10 frequencies in their sum: 9.4 bits learned)."""
+
+
 def run_sines(args: argparse.Namespace) -> dict:
     def draw(n: int, g: torch.Generator) -> MultisetSample:
         return sines(n, k_min=1, k_max=8, generator=g)
 
-    trained = train_compvae(draw, steps=args.steps, batch_size=64, w_dim=4, z_dim=4, seed=args.seed)
     test = sines(500, k_min=1, k_max=8, seed=10_000)
+    four = sines(200, k_min=4, k_max=4, seed=10_001)  # wholes of 4 parts
+    curve = []
+
+    def evaluate(step: int, trained: TrainedCompVAE) -> None:
+        bits = latent_bits(trained, test, 1.0, particles=2)
+        row = (
+            step,
+            bits["total_bits"],
+            bits["reconstruction_nats"],
+            inferred_partial_wholes(trained, four),
+            generated_partial_wholes(trained, four),
+        )
+        curve.append(row)
+        print(
+            f"  step {step:>6}  {bits['total_bits']:6.1f} bits  recon {row[2]:7.1f} nats  "
+            "inferred "
+            + " ".join(f"{c:+.2f}" for c in row[3])
+            + "  generated "
+            + " ".join(f"{c:+.2f}" for c in row[4]),
+            flush=True,
+        )
+
+    steps = args.steps or 6000
+    trained = train_compvae(
+        draw,
+        steps=steps,
+        batch_size=64,
+        seed=args.seed,
+        callback=evaluate,
+        every=max(steps // 4, 1),
+        **SINES_MODEL,
+    )
+    evaluate(steps, trained)
     bits = report_losses("sines (eq. 9.15)", trained, test, 1.0)
     gap = permutation_gap(trained, test, 1.0)
     print(f"  permutation: largest change of the generated whole {gap:.2e}")
-    one = sines(1, k_min=4, k_max=4, seed=7)
-    composed = trained.model.compose(one.labels[0], seed=3)  # (4, T)
-    truth = torch.stack([sines_whole(one.parts[0, : j + 1], lam=one.info["lam"]) for j in range(4)])
-    corr = [float(torch.corrcoef(torch.stack([composed[j], truth[j]]))[0, 1]) for j in range(4)]
-    print("  partial sums: corr(generated, true whole) " + " ".join(f"{c:+.2f}" for c in corr))
+    print(
+        "  partial wholes of 4 parts, mean correlation for j = 1..4 parts: inferred (guide "
+        "means, vs the true partial whole) "
+        + " ".join(f"{c:+.2f}" for c in curve[-1][3])
+        + "; generated (prior draws, vs eq. 9.15 of the generated parts) "
+        + " ".join(f"{c:+.2f}" for c in curve[-1][4])
+    )
+    import pyro
+
+    one = four[:1]
+    a, kw = arguments(one, 1.0)
+    with trained.scope(), torch.no_grad():
+        w = pyro.poutine.trace(trained.guide).get_trace(*a, **kw).nodes["w"]["fn"].mean[:, 0]
+        inferred = trained.model.decode(w.cumsum(0))  # (4, T): partial sums of the parts
+    truth = []
+    for j in range(4):
+        mask = one.mask.clone()
+        mask[:, j + 1 :] = False
+        truth.append(sines_whole(one.parts, mask, lam=one.info["lam"])[0])
     return {
         "trained": trained,
         "bits": bits,
         "perm": gap,
-        "composed": composed,
-        "truth": truth,
+        "curve": curve,
+        "inferred": inferred,
+        "truth": torch.stack(truth),
         "one": one,
     }
+
+
+ANCHORS_MODEL = {"w_dim": 64, "z_dim": 8, "hidden": 256, "saturate": True}
+"""The colour anchors model's sizes (the whole is a 3x16x16 image)."""
+
+
+@torch.no_grad()
+def anchor_partial_errors(
+    trained: TrainedCompVAE, sample: MultisetSample, seed: int = 0
+) -> list[float]:
+    r"""Fig. 9.10 as a number: for multisets of ``K`` anchors, every
+    :math:`w_i \sim p(w \mid \ell_i)`, the images decoded from the partial sums
+    :math:`w_1 + \dots + w_j` (z at its prior mean) against the true images of the
+    first ``j`` anchors (with their true, hidden intensities): the mean
+    :math:`|\hat x - x|` per pixel for ``j = 1..K``."""
+    from pgmdl.datasets.anchor_images import anchor_image
+
+    g = torch.Generator().manual_seed(seed)
+    model, info = trained.model, sample.info
+    with trained.scope():
+        loc, scale = model.part_prior(sample.labels)
+        w = loc + scale * torch.randn(loc.shape, generator=g)  # (N, K, w)
+        out = []
+        for j in range(w.shape[1]):
+            mask = sample.mask.clone()
+            mask[:, j + 1 :] = False
+            truth, _, _ = anchor_image(
+                info["colour"], info["location"], info["intensity"], mask, size=sample.x.shape[-1]
+            )
+            image = model.decode(w[:, : j + 1].sum(1)).reshape(truth.shape).clamp(0, 1)
+            out.append(float((image - truth).abs().mean()))
+    return out
 
 
 def run_anchors(args: argparse.Namespace) -> dict:
     def draw(n: int, g: torch.Generator) -> MultisetSample:
         return colour_anchors(n, k_min=1, k_max=4, size=16, generator=g)
 
+    test = colour_anchors(300, k_min=1, k_max=4, size=16, seed=10_000)
+    four = colour_anchors(200, k_min=4, k_max=4, size=16, seed=10_001)
+    grey = []
+    for j in range(4):
+        mask = four.mask.clone()
+        mask[:, j + 1 :] = False
+        grey.append(float((colour_anchors_partial(four, mask) - 0.5).abs().mean()))
+    print(
+        "  a grey image's error per pixel, j = 1..4 anchors: " + " ".join(f"{e:.3f}" for e in grey)
+    )
+    curve = []
+
+    def evaluate(step: int, trained: TrainedCompVAE) -> None:
+        bits = latent_bits(trained, test, 1.0, particles=2)
+        curve.append((step, bits["total_bits"], anchor_partial_errors(trained, four)))
+        print(
+            f"  step {step:>6}  {bits['total_bits']:6.1f} bits  recon "
+            f"{bits['reconstruction_nats']:8.1f} nats  partial images |error| per pixel "
+            + " ".join(f"{e:.3f}" for e in curve[-1][2]),
+            flush=True,
+        )
+
+    steps = args.steps or 6000
     trained = train_compvae(
         draw,
-        steps=args.steps,
+        steps=steps,
         batch_size=64,
-        w_dim=8,
-        z_dim=8,
-        hidden=128,
-        saturate=True,
         seed=args.seed,
+        callback=evaluate,
+        every=max(steps // 4, 1),
+        **ANCHORS_MODEL,
     )
-    test = colour_anchors(300, k_min=1, k_max=4, size=16, seed=10_000)
+    evaluate(steps, trained)
     bits = report_losses("colour anchors (Fig. 9.7)", trained, test, 1.0)
     gap = permutation_gap(trained, test, 1.0)
     print(f"  permutation: largest change of the generated whole {gap:.2e}")
-    one = colour_anchors(1, k_min=4, k_max=4, size=16, seed=5)
+    one = four[:1]
     composed = trained.model.compose(one.labels[0], seed=3).reshape(4, 3, 16, 16)
-    truth = torch.stack([colour_anchors_partial(one, j + 1) for j in range(4)])
-    err = (composed.clamp(0, 1) - truth).abs().mean(dim=(1, 2, 3))
-    print(
-        "  partial sums: mean |generated - true| per pixel "
-        + " ".join(f"{e:.3f}" for e in err.tolist())
-    )
-    return {"trained": trained, "bits": bits, "perm": gap, "composed": composed, "truth": truth}
+    truth = []
+    for j in range(4):
+        mask = one.mask.clone()
+        mask[:, j + 1 :] = False
+        truth.append(colour_anchors_partial(one, mask)[0])
+    return {
+        "trained": trained,
+        "bits": bits,
+        "perm": gap,
+        "composed": composed,
+        "truth": torch.stack(truth),
+        "curve": curve,
+        "grey": grey,
+    }
 
 
-def colour_anchors_partial(one: MultisetSample, count: int) -> torch.Tensor:
-    """The true image of the first ``count`` anchors of a one-instance sample."""
+def colour_anchors_partial(sample: MultisetSample, mask: torch.Tensor) -> torch.Tensor:
+    """The true images ``(N, 3, size, size)`` of the anchors of ``sample`` where ``mask``."""
     from pgmdl.datasets.anchor_images import anchor_image
 
-    info = one.info
-    mask = one.mask.clone()
-    mask[:, count:] = False
+    info = sample.info
     x, _, _ = anchor_image(
-        info["colour"], info["location"], info["intensity"], mask, size=one.x.shape[-1]
+        info["colour"], info["location"], info["intensity"], mask, size=sample.x.shape[-1]
     )
-    return x[0]
+    return x
 
 
 def run_households(args: argparse.Namespace) -> dict:
@@ -273,15 +446,28 @@ def figures(results: dict, out: Path) -> list[Path]:
     paths = []
     if "sines" in results:
         r = results["sines"]
-        fig, axes = plt.subplots(4, 1, figsize=(7, 7), sharex=True)
+        fig, axes = plt.subplots(5, 1, figsize=(7, 9))
         freqs = r["one"].info["frequency"][0].tolist()
-        for j, ax in enumerate(axes):
-            ax.plot(r["truth"][j], color="C0", label="true whole of these parts")
-            ax.plot(r["composed"][j], color="C1", label="generated from w_1 + ... + w_j")
+        for j, ax in enumerate(axes[:4]):
+            ax.plot(r["truth"][j], color="C0", label="true whole of the first parts")
+            ax.plot(r["inferred"][j], color="C1", label="decoded from E_q[w_1] + ... + E_q[w_j]")
             ax.set_ylabel(f"{j + 1} part{'s' if j else ''}")
             ax.set_title(f"frequencies {freqs[: j + 1]}", fontsize=8, loc="right")
         axes[0].legend(fontsize=7)
-        fig.suptitle("CompVAE on sums of sines (SYNTHETIC): generation from partial sums")
+        steps = [row[0] for row in r["curve"]]
+        for j in range(4):
+            axes[4].plot(
+                steps,
+                [row[3][j] for row in r["curve"]],
+                "o-",
+                color=f"C{j}",
+                label=f"inferred, {j + 1} part{'s' if j else ''}",
+            )
+            axes[4].plot(steps, [row[4][j] for row in r["curve"]], "x--", color=f"C{j}")
+        axes[4].set_xlabel("step (o: inferred partial wholes, x: generated, Fig. 9.6)")
+        axes[4].set_ylabel("mean corr.")
+        axes[4].legend(fontsize=6, ncol=4)
+        fig.suptitle("CompVAE on sums of sines (SYNTHETIC): partial wholes of 4 parts")
         fig.tight_layout()
         paths.append(out / "sines_composition.png")
         fig.savefig(paths[-1], dpi=110)

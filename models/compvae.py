@@ -22,7 +22,11 @@ p(z \mid c, \widetilde w) \prod_i p(w_i \mid \ell_i)` (eq. 9.1). The parts live 
 :func:`pgmdl.multiset.multiset_plate`: sets of any size (0 included) share a
 padded minibatch, and the whole is invariant to the parts' order because it
 reads them only through the masked sum. The observation is a
-:class:`pgmdl.QuasiDeterministic` with one learned :math:`\sigma` (ch. 7).
+:class:`pgmdl.QuasiDeterministic` with one learned :math:`\sigma` (ch. 7), or
+with ``sigma="local"`` a learned :math:`\sigma(z, \widetilde w)` per output
+point, read from the decoder's last hidden layer (the reference implementation
+of the CompVAE authors does this; it matters when the wholes' scale varies with
+the set size, as the households' curves do).
 
 With ReLU-like networks the amplitude of :math:`\widetilde w`, hence of
 :math:`x`, grows with :math:`K` (§9.1.2): right for consumption curves, where
@@ -47,6 +51,7 @@ are equal" / "CompVAE", 2020; V. Berger, PhD thesis, 2021, ch. 9.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -100,7 +105,9 @@ class CompVAE(nn.Module):
         hidden: width of the networks.
         saturate: aggregate with :math:`\\chi(\\sum_i w_i)` (learned
             :math:`\\gamma`) instead of the plain sum.
-        sigma: the observation's noise scale mode (:class:`pgmdl.QuasiDeterministic`).
+        sigma: the observation's noise scale mode (:class:`pgmdl.QuasiDeterministic`);
+            ``"local"``: :math:`\\sigma` per output point, from the decoder's last
+            hidden layer.
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class CompVAE(nn.Module):
         self.z_prior = GaussianHead(w_dim + context_dim, z_dim, hidden)
         self.decoder = _mlp(z_dim + w_dim, x_dim, hidden)
         self.noise = QuasiDeterministic(sigma)
+        self.local_sigma = sigma == "local"
 
     def whole(self, w: torch.Tensor, parts) -> torch.Tensor:  # noqa: ANN001
         """:math:`\\widetilde w`: the (saturated) masked sum of the parts' latents."""
@@ -150,8 +158,29 @@ class CompVAE(nn.Module):
             z_input = w_tilde if c is None else torch.cat([w_tilde, c], -1)
             z_loc, z_scale = self.z_prior(z_input)
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
-            loc = self.decoder(torch.cat([z, w_tilde], -1))
-            return self.noise("x", loc, obs=x)
+            h = self.decoder[:-1](torch.cat([z, w_tilde], -1))
+            loc = self.decoder[-1](h)
+            features = h if self.local_sigma else None
+            return self.noise("x", loc, obs=x, features=features)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        total: torch.Tensor,
+        c: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""The decoded mean :math:`f_\theta(z, \widetilde w)` of a whole whose parts'
+        latents sum to ``total`` ``(..., w_dim)``, with
+        :math:`z = \mu_\theta(c, \widetilde w) + \sigma_\theta(c, \widetilde w)\,\epsilon`
+        (``eps`` None: :math:`\epsilon = 0`, the prior's mean); ``c`` ``(..., C)`` or None."""
+        w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
+        z_input = (
+            w_tilde if c is None else torch.cat([w_tilde, c.expand(*total.shape[:-1], -1)], -1)
+        )
+        z_loc, z_scale = self.z_prior(z_input)
+        z = z_loc if eps is None else z_loc + z_scale * eps
+        return self.decoder(torch.cat([z, w_tilde], -1))
 
     @torch.no_grad()
     def compose(
@@ -166,13 +195,8 @@ class CompVAE(nn.Module):
         g = torch.Generator(device=labels.device).manual_seed(seed)
         loc, scale = self.part_prior(labels)
         w = loc + scale * torch.randn(loc.shape, generator=g, device=loc.device)
-        total = w.cumsum(0)  # (K, w_dim): the partial sums
-        w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
-        z_input = w_tilde if c is None else torch.cat([w_tilde, c.expand(len(w), -1)], -1)
-        z_loc, z_scale = self.z_prior(z_input)
         eps = torch.randn(self.z_dim, generator=g, device=loc.device)
-        z = z_loc + z_scale * eps
-        return self.decoder(torch.cat([z, w_tilde], -1))
+        return self.decode(w.cumsum(0), c, eps)  # row j: the partial sum w_1 + ... + w_{j+1}
 
 
 @dataclass
@@ -186,7 +210,10 @@ class TrainedCompVAE:
     param_state: dict | None = None
 
     def scope(self):  # noqa: ANN201 - a context manager
-        """Enter this model's param store (its parameters by name)."""
+        """Enter this model's param store (its parameters by name); with no
+        ``param_state`` (during training), the current store is the model's."""
+        if self.param_state is None:
+            return contextlib.nullcontext()
         return pyro.get_param_store().scope(self.param_state)
 
 
@@ -208,6 +235,8 @@ def train_compvae(
     lr: float = 2e-3,
     seed: int = 0,
     device: torch.device | str | None = None,
+    callback: Callable[[int, TrainedCompVAE], None] | None = None,
+    every: int = 1000,
     **model_options: object,
 ) -> TrainedCompVAE:
     r"""Train a CompVAE and its :class:`pgmdl.NaMIGuide` on fresh batches.
@@ -218,7 +247,9 @@ def train_compvae(
     here: the guide samples :math:`z` before the parts, while the model's
     :math:`p(z \mid \widetilde w)` depends on them). The
     parameters live in a param store of their own (``TrainedCompVAE.scope()``),
-    so several models can be trained side by side.
+    so several models can be trained side by side. ``callback(step, trained)``
+    runs after every ``every`` steps (learning curves: evaluate ``trained``
+    there, under ``trained.scope()``).
     """
     g = torch.Generator().manual_seed(seed)
     first = draw(batch_size, g).to(device) if device is not None else draw(batch_size, g)
@@ -240,6 +271,9 @@ def train_compvae(
                 batch = batch.to(device)
             args, kwargs = arguments(batch, scale, with_context)
             losses.append(svi.step(*args, **kwargs) / batch_size)
+            if callback is not None and (step + 1) % every == 0 and step + 1 < steps:
+                seconds = time.perf_counter() - start
+                callback(step + 1, TrainedCompVAE(net, guide, list(losses), seconds, None))
     return TrainedCompVAE(net, guide, losses, time.perf_counter() - start, state)
 
 
