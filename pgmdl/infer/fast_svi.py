@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import sys
 import traceback
 import warnings
 from collections.abc import Callable, Hashable
@@ -116,6 +117,7 @@ from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 from torch.distributions import kl_divergence
+from torch.fx.experimental import proxy_tensor
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
@@ -135,6 +137,17 @@ class FastSVIWarning(PgmdlWarning):
 
 class _Unsupported(Exception):
     """A reason to take the ordinary path (the message is the reason)."""
+
+
+class _Dynamic(Exception):
+    """Two traces differ; the step was done (``args[0]``: its loss)."""
+
+
+DYNAMIC = (
+    "the traced step changed between two consecutive steps with the same argument shapes "
+    "(other sites, shapes or constants): the program's structure is dynamic, or it reads "
+    "Python state that changes"
+)
 
 
 @dataclass
@@ -233,6 +246,9 @@ class FastSVI:
         if spec.graph is None or spec.seen == 3:
             try:
                 return self._trace_step(spec, leaves, treespec, check=spec.seen == 3)
+            except _Dynamic as done:
+                self._fall_back(DYNAMIC)
+                return done.args[0]
             except _Unsupported as error:
                 self._fall_back(str(error))
                 return self.svi.step(*args, **kwargs)
@@ -257,6 +273,7 @@ class FastSVI:
         norms: list[ParentNorm] = []
 
         def step_fn(*tensors: torch.Tensor) -> tuple:
+            _allow_pgmdl_checks()
             flat = list(leaves)
             for slot, tensor in zip(tensor_slots, tensors, strict=True):
                 flat[slot] = tensor
@@ -281,12 +298,15 @@ class FastSVI:
             return outputs
 
         tensors = [leaves[i] for i in tensor_slots]
-        with _traced_parent_norms(norms):
+        rng = pyro.util.get_rng_state()
+        saved: dict[ParentNorm, list[torch.Tensor]] = {}
+        with _traced_parent_norms(norms, saved):
             try:
                 graph = make_fx(step_fn)(*tensors)
-            except _Unsupported:
-                raise
             except Exception as error:  # data-dependent Python, or anything untraceable
+                _undo(rng, saved)  # what the partial trace did: its draws, running statistics
+                if isinstance(error, _Unsupported):
+                    raise
                 raise _Unsupported(_trace_failure(error)) from None
         constants = {
             name: value
@@ -294,14 +314,14 @@ class FastSVI:
             if isinstance(value, torch.Tensor) and "constant" in name
         }
         if check and (graph.code != spec.code or not _same_constants(spec.constants, constants)):
-            raise _Unsupported(
-                "the traced step changed between two consecutive steps with the same "
-                "argument shapes (other sites, shapes or constants): the program's "
-                "structure is dynamic, or it reads Python state that changes"
-            )
+            # this trace ran the step for real: use its values, then the ordinary path
+            spec.params, spec.with_grad = found["params"], found["with_grad"]
+            spec.norms, spec.layout = norms, found["layout"]
+            value = self._finish(spec, found["outputs"])
+            raise _Dynamic(value)
         spec.graph, spec.code, spec.constants = graph, graph.code, constants
         spec.params, spec.names = found["params"], found["names"]
-        spec.with_grad, spec.norms = found["with_grad"], list(dict.fromkeys(norms))
+        spec.with_grad, spec.norms = found["with_grad"], norms  # one entry per update
         spec.layout = found["layout"]
         spec.tensor_slots, spec.leaves, spec.treespec = tensor_slots, leaves, treespec
         spec.runner = torch.compile(graph) if self.compile and check else graph
@@ -322,6 +342,8 @@ class FastSVI:
 
     def _apply(self, spec: _Spec, params: list[torch.Tensor], grads: list) -> None:
         optim = self.optim
+        if not params:  # nothing to update (as SVI: the optimizer skips grad-less parameters)
+            return
         if _plain(optim) and all(p in optim.optim_objs for p in params):
             if self._fused is None or self._fused.params != params:
                 self._fused = _FusedOptim(optim, params)
@@ -495,7 +517,10 @@ def _traced_update(self: ParentNorm, x: torch.Tensor) -> None:
         flat = x.detach().reshape(-1, self.features)
         if flat.shape[0] < 2:
             return
-        _TRACED_NORMS[-1].append(self)
+        norms, saved = _TRACED_NORMS[-1]
+        norms.append(self)
+        if self not in saved:
+            saved[self] = [b.clone() for b in _norm_buffers(self)]
         self.count.add_(1)
         rate = self.count.reciprocal().clamp(min=self.momentum).to(self.mean.dtype)
         var, mean = torch.var_mean(flat, dim=0)
@@ -503,18 +528,33 @@ def _traced_update(self: ParentNorm, x: torch.Tensor) -> None:
         self.var.lerp_(var.to(self.var.dtype), rate)
 
 
-_TRACED_NORMS: list[list[ParentNorm]] = []
+def _norm_buffers(norm: ParentNorm) -> tuple[torch.Tensor, ...]:
+    return (norm.mean, norm.var, norm.count)
+
+
+def _undo(rng: dict, saved: dict[ParentNorm, list[torch.Tensor]]) -> None:
+    """Undo a trace that is not used: the RNG state before it, and the
+    running statistics it updated."""
+    pyro.util.set_rng_state(rng)
+    with torch.no_grad():
+        for norm, buffers in saved.items():
+            for buffer, value in zip(_norm_buffers(norm), buffers, strict=True):
+                buffer.copy_(value)
+
+
+_TRACED_NORMS: list[tuple[list[ParentNorm], dict[ParentNorm, list[torch.Tensor]]]] = []
 
 
 class _traced_parent_norms:  # noqa: N801 (a context manager)
     """Within: :class:`ParentNorm` updates are traceable; the norms updated
-    are appended to ``norms``."""
+    are appended to ``norms``, their buffers before the update saved in
+    ``saved``."""
 
-    def __init__(self, norms: list[ParentNorm]) -> None:
-        self.norms = norms
+    def __init__(self, norms: list[ParentNorm], saved: dict) -> None:
+        self.norms, self.saved = norms, saved
 
     def __enter__(self) -> None:
-        _TRACED_NORMS.append(self.norms)
+        _TRACED_NORMS.append((self.norms, self.saved))
         self.original = ParentNorm.__dict__["_update"]
         ParentNorm._update = _traced_update
 
@@ -558,6 +598,53 @@ def _trace_failure(error: Exception) -> str:
             f"control flow on a sampled value){where}; such a step cannot be replayed"
         )
     return f"the step could not be traced ({type(error).__name__}: {text[:200]}){where}"
+
+
+_PGMDL = os.path.dirname(_HERE)
+
+
+class _DataDependentPolicy:
+    """Stands for make_fx's ``_error_on_data_dependent_ops`` flag, read on every
+    read of a tensor's value: true (an error: the ordinary path) except for
+    pgmdl's own input checks, an ``if`` on a value whose block raises (a
+    finiteness check of the data, for instance), which run at trace time only."""
+
+    def __bool__(self) -> bool:
+        frame = sys._getframe(1)
+        while frame is not None:
+            path = frame.f_code.co_filename
+            if path.startswith(_HERE) or any(lib in path for lib in _LIBRARIES):
+                frame = frame.f_back
+                continue
+            return not (path.startswith(_PGMDL) and _is_check(path, frame.f_lineno))
+        return True
+
+
+def _is_check(path: str, lineno: int) -> bool:
+    """Whether line ``lineno`` of ``path`` is an ``if`` whose block raises."""
+    line = linecache.getline(path, lineno)
+    if not line.lstrip().startswith(("if ", "if(")):
+        return False
+    indent = len(line) - len(line.lstrip())
+    body = []
+    for number in range(lineno + 1, lineno + 40):
+        text = linecache.getline(path, number)
+        if not text:
+            break
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break
+        body.append(text.strip())
+    return any(text.startswith("raise ") for text in body) and not any(
+        text.startswith(("return", "yield")) for text in body
+    )
+
+
+def _allow_pgmdl_checks() -> None:
+    """Within make_fx: let pgmdl's own input checks read values (see
+    :class:`_DataDependentPolicy`)."""
+    mode = proxy_tensor.get_proxy_mode()
+    if mode is not None and hasattr(mode, "_error_on_data_dependent_ops"):
+        mode._error_on_data_dependent_ops = _DataDependentPolicy()
 
 
 def _plain(optim: Any) -> bool:
