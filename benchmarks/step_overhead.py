@@ -70,7 +70,7 @@ guide; FastSVI at most 1.0x plain torch, issue 22) are ``met`` or
 on timings.
 
 Measured on this 2-core CPU with ``OMP_NUM_THREADS=1`` (see the README):
-FastSVI 0.8x-0.9x a plain torch step at both sizes, compiled 0.45x-0.65x.
+FastSVI 0.82x-0.94x a plain torch step at both sizes, compiled 0.46x-0.66x.
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ optimizer (schedulers, :class:`~pgmdl.infer.PartitionedOptim`, ``fit``'s
 guard) is called exactly as SVI calls it.
 
 **Measured** (``benchmarks/step_overhead.py``, this 2-core CPU, 1 thread,
-Bernoulli VAE with NaMIGuide, Adam): a step costs 0.80x a plain eager
-PyTorch step at 784-400-20 / batch 128 (SVI: 1.25x) and 0.87x at 16-32-4 /
+Bernoulli VAE with NaMIGuide, Adam): a step costs 0.82x a plain eager
+PyTorch step at 784-400-20 / batch 128 (SVI: 1.24x) and 0.94x at 16-32-4 /
 batch 64 (SVI: 2.1x); ``compile=True`` brings these to about 0.65x and 0.45x
 after 40 s and 15 s of compilation. Tracing a step takes about 0.5 s.
 
