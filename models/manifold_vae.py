@@ -74,6 +74,7 @@ __all__ = [
     "TrainedManifoldVAE",
     "evaluate_manifold_vae",
     "example_args",
+    "importance_log_weights",
     "manifold_points",
     "model",
     "train_manifold_vae",
@@ -439,6 +440,33 @@ def _particle(run: TrainedManifoldVAE, x: torch.Tensor) -> tuple[torch.Tensor, .
         run.vae.decoder(z),
         model_trace.nodes["x"]["fn"].base_dist.scale,
     )
+
+
+@torch.no_grad()
+def importance_log_weights(
+    run: TrainedManifoldVAE, x: torch.Tensor, particles: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Per-point importance log-weights and the σ at the guide's codes.
+
+    Returns ``(log_w, sigma)``: ``log_w`` is ``(particles, n)``, the values
+    :math:`\log p(x, z_k) - \log q(z_k \mid x)`, :math:`z_k \sim q(z \mid x)`
+    (their mean over ``k`` is a per-point ELBO, their ``logsumexp`` minus
+    :math:`\log K` the per-point IWAE-K bound of :math:`\log p(x)`); ``sigma``
+    is ``(n,)``, the mean over particles of the σ of the first coordinate. The
+    guide is put in ``eval()`` mode while measuring, in the run's param store.
+    """
+    was_training = run.guide.training
+    run.guide.eval()
+    try:
+        with run.scope():
+            log_w, sigma = [], []
+            for _ in range(particles):
+                lx, lz, lq, f, scale = _particle(run, x)
+                log_w.append(lx + lz - lq)
+                sigma.append(scale.expand_as(f)[:, 0])
+    finally:
+        run.guide.train(was_training)
+    return torch.stack(log_w), torch.stack(sigma).mean(0)
 
 
 def evaluate_manifold_vae(
