@@ -182,6 +182,41 @@ class MultisetSample:
         changes["info"] = {key: move(value) for key, value in self.info.items()}
         return MultisetSample(**changes)
 
+    def padded(self, k_max: int) -> MultisetSample:
+        """The same sample with ``k_max`` part slots (``k_max >= self.k_max``): the new
+        slots are padding (mask False, labels and parts 0). Per-slot ``info`` tensors
+        (second dimension ``self.k_max``) are padded with 0 too. Batches drawn with
+        fewer parts (a set-size curriculum) then keep the model's shapes.
+
+        >>> import torch
+        >>> s = MultisetSample(torch.ones(2, 1, 3), torch.ones(2, 1, dtype=torch.bool),
+        ...                    torch.zeros(2, 5), torch.zeros(2, 1, 5), None)
+        >>> p = s.padded(4)
+        >>> tuple(p.labels.shape), p.sizes.tolist(), float(p.labels[:, 1:].abs().sum())
+        ((2, 4, 3), [1, 1], 0.0)
+        """
+        if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < self.k_max:
+            raise ArgumentError(
+                f"MultisetSample.padded: k_max must be an integer >= the current "
+                f"{self.k_max} slots, got {k_max!r}"
+            )
+        old = self.k_max
+
+        def pad(value: Any) -> Any:
+            if not isinstance(value, Tensor) or value.dim() < 2 or value.shape[1] != old:
+                return value
+            extra = value.new_zeros((value.shape[0], k_max - old, *value.shape[2:]))
+            return torch.cat([value, extra], 1)
+
+        return MultisetSample(
+            pad(self.labels),
+            pad(self.mask),
+            self.x,
+            pad(self.parts),
+            self.context,
+            {key: pad(value) for key, value in self.info.items()},
+        )
+
 
 def pad_multisets(sets: Sequence[Tensor], k_max: int | None = None) -> tuple[Tensor, Tensor]:
     """Pad ragged multisets ``(K_n, *feature_shape)`` into one batch.

@@ -25,7 +25,7 @@ which the optimizer updates in place.
 gives *the same* loss and gradients as :meth:`pyro.infer.SVI.step`: the
 graph runs the very kernels the eager step runs, in the same order, on the
 same global RNG stream, and the returned float is summed the way Pyro sums
-it (per-site log-probabilities as Python floats for :class:`Trace_ELBO`).
+it (per-site log-probabilities as Python floats for :class:`~pyro.infer.Trace_ELBO`).
 ``tests/infer/test_fast_svi.py`` checks bitwise equality over several steps
 on the zoo and the static conformance programs. With ``compile=True`` the
 graph is further compiled by :func:`torch.compile` (inductor), whose random
@@ -122,6 +122,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
 from pgmdl.errors import PgmdlWarning
+from pgmdl.infer.guard import FiniteGradGuard
 from pgmdl.nn import ParentNorm
 
 __all__ = ["FastSVI", "FastSVIWarning"]
@@ -180,6 +181,9 @@ class FastSVI:
             (default): replay the traced graph as it is.
         max_specializations: how many argument signatures get their own
             graph; beyond, the ordinary path for good.
+        expected_signatures: how many signatures the caller expects (say 2
+            for equal minibatches and a smaller last one); a signature beyond
+            them warns once, as a sign of shapes that change by accident.
         **kwargs: passed to :class:`pyro.infer.SVI` (the ordinary path).
 
     Attributes:
@@ -196,12 +200,14 @@ class FastSVI:
         *,
         compile: bool = False,
         max_specializations: int = MAX_SPECIALIZATIONS,
+        expected_signatures: int = 1,
         **kwargs: Any,
     ) -> None:
         self.svi = SVI(model, guide, optim, loss, **kwargs)
         self.model, self.guide, self.optim, self.loss = model, guide, optim, loss
         self.compile = bool(compile)
         self.max_specializations = int(max_specializations)
+        self.expected_signatures = int(expected_signatures)
         self.fallback: str | None = None
         self._specs: dict[Hashable, _Spec] = {}
         self._warned_new_key = False
@@ -226,7 +232,7 @@ class FastSVI:
                     "structure is too dynamic to specialize"
                 )
                 return self.svi.step(*args, **kwargs)
-            if self._specs and not self._warned_new_key:
+            if len(self._specs) >= self.expected_signatures and not self._warned_new_key:
                 self._warned_new_key = True
                 _warn(
                     "FastSVI: new argument shapes or values; tracing the step again for them "
@@ -344,6 +350,16 @@ class FastSVI:
         optim = self.optim
         if not params:  # nothing to update (as SVI: the optimizer skips grad-less parameters)
             return
+        if isinstance(optim, FiniteGradGuard) and _plain(optim.inner):
+            # fit's guard: check the gradients here, then step the fused optimizer
+            if not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g
+                optim(params)  # records the culprits, skips the step
+                pyro.infer.util.zero_grads(set(spec.params))
+                return
+            optim.stepped = True
+            optim = optim.inner
         if _plain(optim) and all(p in optim.optim_objs for p in params):
             if self._fused is None or self._fused.params != params:
                 self._fused = _FusedOptim(optim, params)

@@ -88,6 +88,7 @@ from pgmdl.infer.data import (
     transform_minibatch,
 )
 from pgmdl.infer.diagnostics import site_kl_bits
+from pgmdl.infer.fast_svi import FastSVI
 from pgmdl.infer.guard import FiniteGradGuard, nonfinite_message, safe_report
 from pgmdl.infer.optim import PartitionedOptim, pyro_prefix
 
@@ -198,6 +199,7 @@ def fit(
     devices: int | str = 1,
     num_nodes: int = 1,
     accelerator: str = "auto",
+    fast: bool = False,
 ) -> FitResult:
     """Train ``model`` and ``guide`` with :class:`pyro.infer.SVI` on minibatches of ``data``.
 
@@ -273,6 +275,15 @@ def fit(
         devices: worker processes per machine (GPUs, or CPU processes).
         num_nodes: machines.
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
+        fast: step with :class:`~pgmdl.infer.FastSVI` instead of
+            :class:`pyro.infer.SVI`: the SVI step of each minibatch shape is
+            traced once into one graph and replayed (the same losses,
+            gradients and parameters as SVI, to the bit, with less Python per
+            step; see :mod:`pgmdl.infer.fast_svi`). Where it cannot follow the
+            program (another loss, a non-reparameterized guide site, a tensor
+            value read by Python, ...) it warns once
+            (:class:`~pgmdl.infer.FastSVIWarning`) and steps with SVI.
+            Single-process training only (not with ``strategy``).
 
     Returns:
         the :class:`FitResult`: losses per step and per epoch, KL bits.
@@ -310,6 +321,11 @@ def fit(
     """
     _check_options(epochs, batch_size, kl_every, num_particles, loss, seed, resume, checkpoint)
     if strategy is not None:
+        if fast:
+            raise ArgumentError(
+                "fit: fast=True steps one process with FastSVI; it does not combine with "
+                f"strategy={strategy!r} (data-parallel training through Lightning): drop one"
+            )
         from pgmdl.infer.distributed import fit_distributed  # imports Lightning
 
         return fit_distributed(
@@ -363,7 +379,11 @@ def fit(
     epoch_loop = _Epochs(
         model=model,
         guide=guide,
-        svi=SVI(model, guide, guard, loss),
+        svi=(
+            FastSVI(model, guide, guard, loss, expected_signatures=1 + bool(num_data % batch_size))
+            if fast
+            else SVI(model, guide, guard, loss)
+        ),
         guard=guard,
         data=data,
         args=args,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -15,7 +16,14 @@ from pyro.infer.autoguide import AutoDelta, AutoNormal
 from torch import nn
 
 from pgmdl.errors import ArgumentError, ArgumentTypeError, PgmdlError, TrainingError
-from pgmdl.infer import FitResult, PartitionedOptim, fit, nonfinite_report, site_kl_bits
+from pgmdl.infer import (
+    FastSVIWarning,
+    FitResult,
+    PartitionedOptim,
+    fit,
+    nonfinite_report,
+    site_kl_bits,
+)
 
 SIGMA = 0.5  # observation noise of the conjugate model
 
@@ -722,3 +730,95 @@ def test_fit_docstring_example_runs():
     module = importlib.import_module("pgmdl.infer.training")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------------------
+# fit(fast=True): FastSVI instead of SVI, the same run to the bit
+
+
+def _fit_conjugate(device, fast, **options):
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    encoder = Encoder().to(device)
+    x = conjugate_data(100, device)  # batches of 32, 32, 32 and 4: two shapes
+    result = fit(
+        conjugate_model,
+        amortized_guide(encoder),
+        x,
+        epochs=3,
+        batch_size=32,
+        optim=pyro.optim.Adam({"lr": 0.05}),
+        seed=0,
+        progress=False,
+        fast=fast,
+        **options,
+    )
+    return result, store_values()
+
+
+def test_fast_fit_is_the_same_run_as_fit(device):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastSVIWarning)  # no fallback to SVI
+        fast, fast_params = _fit_conjugate(device, True)
+    slow, slow_params = _fit_conjugate(device, False)
+    assert fast.steps == slow.steps == 12
+    assert fast.losses == slow.losses and fast.epoch_losses == slow.epoch_losses
+    assert fast.kl_bits == slow.kl_bits
+    assert fast_params.keys() == slow_params.keys()
+    for name, value in slow_params.items():
+        assert torch.equal(fast_params[name], value), name
+
+
+def test_fast_fit_falls_back_to_svi_with_a_warning_for_another_loss(device):
+    loss = TraceGraph_ELBO()
+    with pytest.warns(FastSVIWarning, match="TraceGraph_ELBO"):
+        fast, fast_params = _fit_conjugate(device, True, loss=loss)
+    slow, slow_params = _fit_conjugate(device, False, loss=TraceGraph_ELBO())
+    assert fast.losses == slow.losses
+    for name, value in slow_params.items():
+        assert torch.equal(fast_params[name], value), name
+
+
+def _sqrt_model(x, w):
+    root = pyro.param("root", torch.ones((), device=x.device))
+    loc = pyro.sample("loc", dist.Normal(torch.zeros((), device=x.device), 10.0))
+    with pyro.plate("data", len(x)):
+        # d sqrt(root w) / d root = w / (2 sqrt(root w)) = 0 / 0 where w = 0
+        pyro.sample("x", dist.Normal(loc + (root * w).sqrt(), 1.0), obs=x)
+
+
+def _fit_until_nan(device, fast):
+    pyro.clear_param_store()
+    x = conjugate_data(16, device)
+    w = torch.ones(16, device=device)
+    w[12:] = 0.0  # the 4th minibatch: a replayed step of FastSVI's graph
+    with pytest.raises(TrainingError) as info, warnings.catch_warnings():
+        warnings.simplefilter("error", FastSVIWarning)  # FastSVI's graph takes the step
+        fit(
+            _sqrt_model,
+            AutoNormal(_sqrt_model),
+            (x, w),
+            epochs=2,
+            batch_size=4,
+            shuffle=False,
+            seed=0,
+            progress=False,
+            fast=fast,
+        )
+    return str(info.value), store_values()
+
+
+def test_fast_fit_names_a_non_finite_gradient_and_updates_nothing(device):
+    fast_message, fast_params = _fit_until_nan(device, True)
+    slow_message, slow_params = _fit_until_nan(device, False)
+    assert "parameter 'root': gradient has non-finite entries" in fast_message
+    assert "step 4 (epoch 0" in fast_message and fast_message == slow_message
+    assert fast_params.keys() == slow_params.keys()
+    for name, value in slow_params.items():  # steps 1-3 applied, step 4 not
+        assert torch.equal(fast_params[name], value), name
+
+
+def test_fast_fit_does_not_combine_with_a_strategy(device):
+    x = conjugate_data(8, device)
+    with pytest.raises(ArgumentError, match="fast=True.*strategy='ddp'"):
+        fit(conjugate_model, AutoNormal(conjugate_model), x, strategy="ddp", fast=True)
