@@ -109,6 +109,41 @@ def test_multiset_sample_to_device(device):
     assert data.info["radius"] == 0.15
 
 
+def test_padded_adds_empty_slots_and_keeps_the_wholes():
+    data = sines(5, k_min=1, k_max=3, seed=4)
+    wide = data.padded(6)
+    assert wide.k_max == 6 and torch.equal(wide.sizes, data.sizes)
+    assert torch.equal(wide.x, data.x) and wide.context is None
+    assert float(wide.labels[:, 3:].abs().sum()) == 0.0 and not wide.mask[:, 3:].any()
+    assert torch.equal(wide.info["frequency"][:, :3], data.info["frequency"])
+    assert not wide.info["frequency"][:, 3:].any() and wide.info["lam"] == data.info["lam"]
+    # the padded parts leave eq. 9.15 unchanged
+    assert torch.allclose(sines_whole(wide.parts, wide.mask, lam=3.0), data.x, atol=1e-6)
+    assert data.padded(3).k_max == 3
+    with pytest.raises(ArgumentError, match="k_max must be an integer >= the current 3"):
+        data.padded(2)
+
+
+def test_size_curriculum_grows_the_sets_and_keeps_the_shapes():
+    from models.compvae import size_curriculum
+
+    seen = []
+
+    def draw_at_most(n, generator, k):
+        seen.append(k)
+        return sines(n, k_min=1, k_max=k, generator=generator)
+
+    draw = size_curriculum(draw_at_most, k_max=4, steps_per_part=3)
+    g = torch.Generator().manual_seed(0)
+    batches = [draw(16, g) for _ in range(15)]
+    assert seen == [2] * 6 + [3] * 3 + [4] * 6  # 1 + s // 3, at least 2, at most 4
+    assert all(b.k_max == 4 for b in batches)
+    assert max(int(b.sizes.max()) for b in batches[:6]) <= 2
+    assert int(batches[-1].sizes.max()) == 4
+    with pytest.raises(ArgumentError, match="steps_per_part >= 1"):
+        size_curriculum(draw_at_most, k_max=4, steps_per_part=0)
+
+
 # ---------------------------------------------------------------------------- sines
 
 
