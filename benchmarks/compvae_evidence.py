@@ -27,7 +27,7 @@ networks; a shared machine slows multi-threaded runs badly). Model sizes are
 
 Experiments:
 
-* ``sines`` (§9.3.1, eq. 9.15; Fig. 9.6), 6000 steps: 1-D wholes ``K
+* ``sines`` (§9.3.1, eq. 9.15; Fig. 9.6), 20 000 steps (10 minutes): 1-D wholes ``K
   tanh(lambda/K sum_i a_i cos(...))`` of K in 1..8 sines. Two measures over 200
   multisets of 4 parts, for the partial wholes of the first j = 1..4 parts: the
   *inferred* ones (the guide's means of every w_i given the full whole, the
@@ -211,7 +211,7 @@ amplitude and phase of 8 sines of 10 frequencies in their sum: 9.4 bits learned)
 
 
 def run_sines(args: argparse.Namespace) -> dict:
-    steps = args.steps or 6000
+    steps = args.steps or 20000
 
     def draw_at_most(n: int, g: torch.Generator, k: int) -> MultisetSample:
         return sines(n, k_min=1, k_max=k, generator=g)
@@ -556,7 +556,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--steps",
         type=int,
         default=None,
-        help="optimizer steps per model (default: sines 6000, anchors 6000, households 2000)",
+        help="optimizer steps per model (default: sines 20000, anchors 6000, households 2000)",
     )
     parser.add_argument("--pool", type=int, default=4000, help="simulated household weeks")
     parser.add_argument("--test", type=int, default=1000, help="held-out household weeks")
