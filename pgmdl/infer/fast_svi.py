@@ -75,11 +75,15 @@ meaningful; hyperparameters are read at specialization). Any other
 optimizer (schedulers, :class:`~pgmdl.infer.PartitionedOptim`, ``fit``'s
 guard) is called exactly as SVI calls it.
 
-**Measured** (``benchmarks/step_overhead.py``, this 2-core CPU, 1 thread,
-Bernoulli VAE with NaMIGuide, Adam): a step costs 0.82x a plain eager
-PyTorch step at 784-400-20 / batch 128 (SVI: 1.24x) and 0.94x at 16-32-4 /
-batch 64 (SVI: 2.1x); ``compile=True`` brings these to about 0.65x and 0.45x
-after 40 s and 15 s of compilation. Tracing a step takes about 0.5 s.
+**Measured** (``benchmarks/step_overhead.py --repeats 40``, this 2-core CPU,
+1 thread, Bernoulli VAE with NaMIGuide, Adam; best / median interleaved
+block): a step costs 1.02x / 0.98x a plain eager PyTorch step at 784-400-20 /
+batch 128 (SVI: 1.30x / 1.31x) and 0.90x / 0.88x at 16-32-4 / batch 64 (SVI:
+2.03x / 2.09x); ``compile=True`` brings these to 0.73x / 0.71x and 0.37x /
+0.37x, after 15-40 s of compilation with a cold inductor cache. Tracing a
+step takes about 0.5 s. The graph is replayed under ``torch.no_grad()`` (it
+computes its own gradients), and a plain Pyro optimizer steps as one
+``foreach`` torch optimizer.
 
 Example::
 
@@ -259,7 +263,8 @@ class FastSVI:
                 self._fall_back(str(error))
                 return self.svi.step(*args, **kwargs)
         tensors = [leaves[i] for i in spec.tensor_slots]
-        outputs = spec.runner(*tensors)
+        with torch.no_grad():  # the graph computes its own gradients: nothing to record
+            outputs = spec.runner(*tensors)
         return self._finish(spec, outputs)
 
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
