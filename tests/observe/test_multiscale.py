@@ -106,11 +106,14 @@ def test_compiled_structure_is_the_pyramid():
 
 
 def test_nami_guide_reads_the_coarse_levels_from_the_full_data(device):
+    torch.manual_seed(0)  # the networks' initial weights (unseeded, the test was flaky)
     curve = CurveModel().to(device)
     x = curves(256, device)
     guide = pgmdl.NaMIGuide(curve.model, hidden=(32,))
     guide.setup(x)
     assert set(guide.parents("z")) == {"x_0", "x_1", "x"}
+    pyro.poutine.trace(curve.model).get_trace(x)
+    initial = [float(n.last_sigma) for n in curve.pyramid.noises]
     result = pgmdl.fit(curve.model, guide, x, epochs=30, batch_size=64, progress=False,
                        kl_every=0, seed=0, optim=pyro.optim.Adam({"lr": 0.01}))  # fmt: skip
     assert result.epoch_losses[-1] < result.epoch_losses[0] - 5.0
@@ -125,7 +128,8 @@ def test_nami_guide_reads_the_coarse_levels_from_the_full_data(device):
     assert None not in names and len(set(names)) == len(names) == len(model_names)
     assert not any(".noise$$$" in n for n in store)
     pyramid_sigmas = [float(n.last_sigma) for n in curve.pyramid.noises]
-    assert all(s < 0.5 for s in pyramid_sigmas)  # learned down from the data's spread
+    # learned down from the data's spread (about 1.0 -> 0.40-0.47 here)
+    assert all(s < 0.6 * s0 for s, s0 in zip(pyramid_sigmas, initial, strict=True))
 
 
 def test_images_with_channels(device):
