@@ -17,7 +17,7 @@ from pgmdl.datasets import (
     noise_std,
     sinusoid_manifold,
 )
-from tests.conftest import FAST, load_zoo
+from tests.conftest import load_zoo
 
 # --------------------------------------------------------------------------- data
 
@@ -174,12 +174,10 @@ def test_a_local_sigma_beats_a_learned_global_sigma_in_held_out_log_likelihood(o
     the heteroscedastic noise better than one learned sigma, on held-out points,
     in IWAE-64 (a tight bound of log p(x)); the best possible gain on this data
     is 0.32 nat (benchmarks/variance_learning.py, experiment e). Slow (about a
-    minute): skipped in CI's fast mode, where 1500 steps are too few (sigma(z)
+    minute), and the same in CI's fast mode: 1500 steps are too few (sigma(z)
     has not come down on the folds yet)."""
     from models.manifold_vae import importance_log_weights, train_manifold_vae
 
-    if FAST:
-        pytest.skip("needs 4000 steps per model (about a minute)")
     steps, margin = 4000, 0.06
     x = sinusoid_manifold(1000, seed=99).x
     bounds = {}
