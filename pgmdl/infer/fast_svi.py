@@ -126,7 +126,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils import _pytree as pytree
 
 from pgmdl.errors import PgmdlWarning
-from pgmdl.infer.guard import FiniteGradGuard
+from pgmdl.infer.guard import FiniteGradGuard, all_finite
 from pgmdl.nn import ParentNorm
 
 __all__ = ["FastSVI", "FastSVIWarning"]
@@ -357,7 +357,7 @@ class FastSVI:
             return
         if isinstance(optim, FiniteGradGuard) and _plain(optim.inner):
             # fit's guard: check the gradients here, then step the fused optimizer
-            if not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+            if not all_finite(grads):
                 for p, g in zip(params, grads, strict=True):
                     p.grad = g
                 optim(params)  # records the culprits, skips the step

@@ -24,6 +24,11 @@ from pgmdl.infer.data import Minibatch
 from pgmdl.infer.diagnostics import nonfinite_report
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (one host sync)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 class FiniteGradGuard(PyroOptim):
     """Steps the wrapped optimizer only when every gradient is finite, and
     records (in ``bad``) the parameters whose gradient is not.
@@ -47,7 +52,7 @@ class FiniteGradGuard(PyroOptim):
     def __call__(self, params: Any, *args: Any, **kwargs: Any) -> None:
         params = list(params)
         grads = [p.grad for p in params if p.grad is not None]
-        if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        if grads and not all_finite(grads):
             store = pyro.get_param_store()
             self.bad = sorted(
                 str(store.param_name(p))
