@@ -440,19 +440,12 @@ def run_households(args: argparse.Namespace) -> dict:
 
 
 def _cat(chunks: list[MultisetSample]) -> MultisetSample:
-    k = max(c.labels.shape[1] for c in chunks)
-
-    def pad(t: torch.Tensor, value: float = 0) -> torch.Tensor:
-        extra = k - t.shape[1]
-        if extra == 0:
-            return t
-        shape = (t.shape[0], extra) + tuple(t.shape[2:])
-        return torch.cat([t, t.new_full(shape, value)], 1)
-
+    k = max(c.k_max for c in chunks)
+    padded = [c.padded(k) for c in chunks]
     x = torch.cat([c.x for c in chunks])
     return MultisetSample(
-        labels=torch.cat([pad(c.labels) for c in chunks]),
-        mask=torch.cat([pad(c.mask, False) for c in chunks]),
+        labels=torch.cat([c.labels for c in padded]),
+        mask=torch.cat([c.mask for c in padded]),
         x=x,
         parts=x.new_zeros(()).expand(len(x), k, *x.shape[1:]),  # not kept: memory
         context=torch.cat([c.context for c in chunks]),

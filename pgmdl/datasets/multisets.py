@@ -186,7 +186,8 @@ class MultisetSample:
         """The same sample with ``k_max`` part slots (``k_max >= self.k_max``): the new
         slots are padding (mask False, labels and parts 0). Per-slot ``info`` tensors
         (second dimension ``self.k_max``) are padded with 0 too. Batches drawn with
-        fewer parts (a set-size curriculum) then keep the model's shapes.
+        fewer parts (a set-size curriculum) then keep the model's shapes. With
+        ``k_max == self.k_max`` it returns the sample itself (no copy).
 
         >>> import torch
         >>> s = MultisetSample(torch.ones(2, 1, 3), torch.ones(2, 1, dtype=torch.bool),
@@ -201,6 +202,8 @@ class MultisetSample:
                 f"{self.k_max} slots, got {k_max!r}"
             )
         old = self.k_max
+        if k_max == old:
+            return self
 
         def pad(value: Any) -> Any:
             if not isinstance(value, Tensor) or value.dim() < 2 or value.shape[1] != old:
