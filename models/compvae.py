@@ -67,6 +67,7 @@ from torch import nn
 import pgmdl
 from pgmdl.datasets import MultisetSample
 from pgmdl.errors import ArgumentError
+from pgmdl.infer.annealing import KLWarmup
 from pgmdl.multiset import SaturatingSum, multiset_plate
 from pgmdl.observe import QuasiDeterministic
 
@@ -273,6 +274,7 @@ def train_compvae(
     callback: Callable[[int, TrainedCompVAE], None] | None = None,
     every: int = 1000,
     guide_hidden: tuple[int, ...] = (64,),
+    kl_warmup: int = 0,
     **model_options: object,
 ) -> TrainedCompVAE:
     r"""Train a CompVAE and its :class:`pgmdl.NaMIGuide` on fresh batches.
@@ -298,7 +300,8 @@ def train_compvae(
     )
     guide = pgmdl.NaMIGuide(net.model, hidden=guide_hidden)
     optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / max(steps, 1)), "clip_norm": 10})
-    svi = SVI(net.model, guide, optim, Trace_ELBO())
+    warmup = KLWarmup(kl_warmup)
+    svi = SVI(warmup.wrap(net.model), warmup.wrap(guide), optim, Trace_ELBO())
     losses = []
     start = time.perf_counter()
     with pyro.get_param_store().scope() as state:
@@ -308,6 +311,7 @@ def train_compvae(
                 batch = batch.to(device)
             args, kwargs = arguments(batch, scale, with_context)
             losses.append(svi.step(*args, **kwargs) / batch_size)
+            warmup.advance()
             if callback is not None and (step + 1) % every == 0 and step + 1 < steps:
                 seconds = time.perf_counter() - start
                 callback(step + 1, TrainedCompVAE(net, guide, list(losses), seconds, None))

@@ -13,6 +13,8 @@
   ``fit(..., fast=True)`` uses it;
 * :class:`PartitionedOptim` (:mod:`pgmdl.infer.optim`) gives the model and
   the guide their own optimizers (slow for p_theta, fast for q_phi);
+* :class:`KLWarmup` (:mod:`pgmdl.infer.annealing`) weights the latent
+  terms of the ELBO by a factor growing linearly to 1 (KL warm-up);
 * :func:`site_kl_bits` and :func:`nonfinite_report`
   (:mod:`pgmdl.infer.diagnostics`) are the diagnostics ``fit`` uses, for
   any hand-written loop too.
@@ -31,6 +33,7 @@ Everything else is Pyro's: ELBOs, optimizers and the param store.
 import sys as _sys
 
 from pgmdl.infer import imputation, training
+from pgmdl.infer.annealing import KLWarmup
 from pgmdl.infer.diagnostics import nonfinite_report, site_kl_bits
 from pgmdl.infer.fast_svi import FastSVI, FastSVIWarning
 from pgmdl.infer.imputation import Imputation, impute
@@ -46,6 +49,7 @@ _sys.modules.setdefault(f"{__name__}.impute", imputation)
 
 __all__ = [
     "FastSVI",
+    "KLWarmup",
     "FastSVIWarning",
     "FitResult",
     "Imputation",
