@@ -110,6 +110,9 @@ class CompVAE(nn.Module):
         sigma: the observation's noise scale mode (:class:`pgmdl.QuasiDeterministic`);
             ``"local"``: :math:`\\sigma` per output point, from the decoder's last
             hidden layer.
+        z_reads_parts: the prior of :math:`z` reads :math:`\\widetilde w` (eq. 9.1:
+            :math:`p(z \\mid c, \\widetilde w)`); False: :math:`p(z \\mid c)`, or
+            :math:`\\mathcal N(0, I)` without a global input.
     """
 
     def __init__(
@@ -122,13 +125,16 @@ class CompVAE(nn.Module):
         hidden: int = 64,
         saturate: bool = False,
         sigma: float | str = "global",
+        z_reads_parts: bool = True,
     ) -> None:
         super().__init__()
         self.label_dim, self.x_dim, self.context_dim = label_dim, x_dim, context_dim
         self.w_dim, self.z_dim = w_dim, z_dim
         self.part_prior = GaussianHead(label_dim, w_dim, hidden)
         self.aggregate = SaturatingSum() if saturate else None
-        self.z_prior = GaussianHead(w_dim + context_dim, z_dim, hidden)
+        self.z_reads_parts = z_reads_parts
+        z_inputs = (w_dim if z_reads_parts else 0) + context_dim
+        self.z_prior = GaussianHead(z_inputs, z_dim, hidden) if z_inputs else None
         self.decoder = _mlp(z_dim + w_dim, x_dim, hidden)
         self.noise = QuasiDeterministic(sigma)
         self.local_sigma = sigma == "local"
@@ -139,6 +145,19 @@ class CompVAE(nn.Module):
         if self.aggregate is None:
             return total
         return self.aggregate.saturate(total)
+
+    def z_distribution(
+        self, w_tilde: torch.Tensor, c: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loc and scale of :math:`p(z \\mid c, \\widetilde w)` (or of
+        :math:`p(z \\mid c)`, :math:`\\mathcal N(0, I)`: ``z_reads_parts``)."""
+        inputs = [w_tilde] if self.z_reads_parts else []
+        if c is not None:
+            inputs.append(c.expand(*w_tilde.shape[:-1], -1))
+        if self.z_prior is None:
+            loc = w_tilde.new_zeros(*w_tilde.shape[:-1], self.z_dim)
+            return loc, torch.ones_like(loc)
+        return self.z_prior(torch.cat(inputs, -1))
 
     def model(
         self,
@@ -157,8 +176,7 @@ class CompVAE(nn.Module):
                 w_loc, w_scale = self.part_prior(parts.align(labels, event_dim=1))
                 w = pyro.sample("w", dist.Normal(w_loc, w_scale).to_event(1))
             w_tilde = self.whole(w, parts)
-            z_input = w_tilde if c is None else torch.cat([w_tilde, c], -1)
-            z_loc, z_scale = self.z_prior(z_input)
+            z_loc, z_scale = self.z_distribution(w_tilde, c)
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             h = self.decoder[:-1](torch.cat([z, w_tilde], -1))
             loc = self.decoder[-1](h)
@@ -177,10 +195,7 @@ class CompVAE(nn.Module):
         :math:`z = \mu_\theta(c, \widetilde w) + \sigma_\theta(c, \widetilde w)\,\epsilon`
         (``eps`` None: :math:`\epsilon = 0`, the prior's mean); ``c`` ``(..., C)`` or None."""
         w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
-        z_input = (
-            w_tilde if c is None else torch.cat([w_tilde, c.expand(*total.shape[:-1], -1)], -1)
-        )
-        z_loc, z_scale = self.z_prior(z_input)
+        z_loc, z_scale = self.z_distribution(w_tilde, c)
         z = z_loc if eps is None else z_loc + z_scale * eps
         return self.decoder(torch.cat([z, w_tilde], -1))
 

@@ -44,3 +44,29 @@ def test_latent_bits_per_instance_sums_the_sites_and_costs_nothing_for_an_empty_
     assert summary["total_bits"] == pytest.approx(float(bits["total"].mean()))
     assert summary["median_total_bits"] == pytest.approx(float(bits["total"].median()))
     assert summary["reconstruction_nats"] == pytest.approx(float(bits["x"].mean()))
+
+
+@pytest.mark.parametrize("with_c", [False, True])
+def test_a_z_prior_that_does_not_read_the_parts_drops_the_edge(with_c: bool):
+    import pgmdl
+    from models.compvae import CompVAE, example_args
+
+    (labels, mask), kwargs = example_args()
+    if not with_c:
+        kwargs["c"] = None
+    net = CompVAE(label_dim=3, x_dim=8, context_dim=2 if with_c else 0, w_dim=2, z_dim=2)
+    reads = pgmdl.compile_model(net.model, model_args=(labels, mask), model_kwargs=kwargs)
+    assert "w" in reads.parents("z")
+    net = CompVAE(
+        label_dim=3, x_dim=8, context_dim=2 if with_c else 0, w_dim=2, z_dim=2, z_reads_parts=False
+    )
+    alone = pgmdl.compile_model(net.model, model_args=(labels, mask), model_kwargs=kwargs)
+    assert "w" not in alone.parents("z")
+    assert set(alone.parents("x")) == {"w", "z"}
+    trace = pyro.poutine.trace(net.model).get_trace(labels, mask, **kwargs)
+    prior = trace.nodes["z"]["fn"].base_dist
+    if with_c:  # p(z | c): the same for any parts
+        loc, scale = net.z_prior(kwargs["c"])
+        torch.testing.assert_close(prior.loc, loc)
+    else:  # N(0, I)
+        assert (prior.loc == 0).all() and (prior.scale == 1).all()
