@@ -34,6 +34,16 @@ the whole is a sum; with ``saturate=True`` the sum goes through :math:`\chi`
 (learned :math:`\gamma`), for wholes whose range does not grow with :math:`K`
 (images, §9.3.2).
 
+``z_reads_parts=False`` drops :math:`\widetilde w` from :math:`z`'s prior:
+:math:`p(z \mid c)`, or :math:`\mathcal N(0, I)` without a global input. A change to
+eq. 9.1, and the households of §9.3.3 need it: there, the learned
+:math:`p(z \mid c, \widetilde w)` maps the parts' sum steeply to :math:`z`, and the
+few weeks whose :math:`\widetilde w` from the guide lands off that map cost up to
+:math:`10^8` bits each, on training weeks as on held-out ones; with
+:math:`p(z \mid c)` the latent bits' means stay near their medians and the lesion
+study of Table 9.1 shows the thesis' direction on every seed
+(``benchmarks/compvae_evidence.py``; README, "Multiset plates and CompVAE").
+
 The guide. Inverting this model (:func:`pgmdl.invert`) couples every
 :math:`w_i` with every other one (they are co-parents of :math:`x` and
 :math:`z`), so the inverse needs a joint conditional over the parts plate:
