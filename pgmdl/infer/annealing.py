@@ -60,7 +60,7 @@ class KLWarmup:
 
     ``wrap`` the model and the guide with the same ``KLWarmup``, give them to
     :class:`pyro.infer.SVI`, and call :meth:`advance` after every step
-    (:func:`models.compvae.train_compvae` does it with ``kl_warmup=T``)::
+    (the zoo's ``models.compvae.train_compvae`` does it with ``kl_warmup=T``)::
 
         warmup = KLWarmup(steps=1000)
         svi = SVI(warmup.wrap(model), warmup.wrap(guide), optim, Trace_ELBO())
