@@ -99,3 +99,35 @@ def test_warmup_in_svi_reaches_the_posterior_mean() -> None:
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ArgumentError, match=match):
         KLWarmup(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "name", ["vae_reshape", "structured_args", "ssvae_m2_labelled", "ssvae_m2_unlabelled"]
+)
+def test_programs_as_users_write_them(name: str) -> None:
+    """On the conformance programs (data reshaped in the model, namedtuple and config
+    arguments, M2's y observed in labelled batches and latent in unlabelled ones), with
+    their hand-written guides: at beta = 1 the loss is the plain ELBO's to the bit, and at
+    beta = 0.5 exactly the sites that are latent in a call are weighted."""
+    from tests.conformance.programs import build
+
+    program = build(name)
+    calls = list(program.train[0].batches())[:2] if program.train else [program.call]
+    for args, kwargs in calls:
+        warmup = KLWarmup(steps=2)
+        warmup.advance(2)
+        pyro.set_rng_seed(0)
+        plain = Trace_ELBO().loss(program.model, program.guide, *args, **kwargs)
+        pyro.set_rng_seed(0)
+        weighted = Trace_ELBO().loss(
+            warmup.wrap(program.model), warmup.wrap(program.guide), *args, **kwargs
+        )
+        assert weighted == plain
+        warmup = KLWarmup(steps=2)
+        warmup.advance(1)
+        trace = pyro.poutine.trace(warmup.wrap(program.model)).get_trace(*args, **kwargs)
+        sites = [n for n in trace.nodes.values() if n["type"] == "sample"]
+        assert sites
+        for node in sites:
+            expected = 1.0 if node["is_observed"] else 0.5
+            assert float(node["scale"]) == pytest.approx(expected), node["name"]
