@@ -161,12 +161,18 @@ class CompVAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loc and scale of :math:`p(z \\mid c, \\widetilde w)` (or of
         :math:`p(z \\mid c)`, :math:`\\mathcal N(0, I)`: ``z_reads_parts``)."""
+        if self.z_prior is None:
+            if c is not None:
+                raise ArgumentError(
+                    "CompVAE: site 'z' has the prior N(0, I) (context_dim=0, z_reads_parts=False), "
+                    "but a global input c was given; build the model with context_dim=c.shape[-1] "
+                    "or pass c=None"
+                )
+            loc = w_tilde.new_zeros(*w_tilde.shape[:-1], self.z_dim)
+            return loc, torch.ones_like(loc)
         inputs = [w_tilde] if self.z_reads_parts else []
         if c is not None:
             inputs.append(c.expand(*w_tilde.shape[:-1], -1))
-        if self.z_prior is None:
-            loc = w_tilde.new_zeros(*w_tilde.shape[:-1], self.z_dim)
-            return loc, torch.ones_like(loc)
         return self.z_prior(torch.cat(inputs, -1))
 
     def model(

@@ -70,3 +70,12 @@ def test_a_z_prior_that_does_not_read_the_parts_drops_the_edge(with_c: bool):
         torch.testing.assert_close(prior.loc, loc)
     else:  # N(0, I)
         assert (prior.loc == 0).all() and (prior.scale == 1).all()
+
+
+def test_a_global_input_the_z_prior_cannot_read_is_an_error():
+    from models.compvae import CompVAE, example_args
+
+    (labels, mask), kwargs = example_args()
+    net = CompVAE(label_dim=3, x_dim=8, context_dim=0, w_dim=2, z_dim=2, z_reads_parts=False)
+    with pytest.raises(ArgumentError, match=r"site 'z'.*context_dim=c.shape\[-1\]"):
+        net.model(labels, mask, **kwargs)  # kwargs holds a c: it would be ignored
