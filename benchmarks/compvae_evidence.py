@@ -154,7 +154,8 @@ def inferred_partial_wholes(trained: TrainedCompVAE, sample: MultisetSample) -> 
         mask = sample.mask.clone()
         mask[:, j + 1 :] = False
         truth = sines_whole(sample.parts, mask, lam=sample.info["lam"])
-        out.append(_mean_correlation(trained.model.decode(w[:, : j + 1].sum(1)), truth))
+        decoded = trained.model.decode(w[:, : j + 1].sum(1), count=j + 1)
+        out.append(_mean_correlation(decoded, truth))
     return out
 
 
@@ -175,7 +176,7 @@ def generated_partial_wholes(
     with trained.scope():
         loc, scale = model.part_prior(sample.labels)
         w = loc + scale * torch.randn(loc.shape, generator=g)  # (N, K, w)
-        single = torch.stack([model.decode(w[:, i]) for i in range(w.shape[1])], 1)
+        single = torch.stack([model.decode(w[:, i], count=1) for i in range(w.shape[1])], 1)
         p_hat = torch.atanh(single.clamp(-0.999, 0.999)) / lam  # (N, K, T)
         t = torch.arange(p_hat.shape[-1], dtype=p_hat.dtype)
         angle = 2 * torch.pi * sample.info["frequency"].to(p_hat.dtype)[..., None] * t / len(t)
@@ -185,7 +186,8 @@ def generated_partial_wholes(
         )
         return [
             _mean_correlation(
-                model.decode(w[:, : j + 1].sum(1)), sines_whole(p_hat[:, : j + 1], lam=lam)
+                model.decode(w[:, : j + 1].sum(1), count=j + 1),
+                sines_whole(p_hat[:, : j + 1], lam=lam),
             )
             for j in range(w.shape[1])
         ]
@@ -211,7 +213,7 @@ def report_losses(
 # ----------------------------------------------------------------------------- experiments
 
 
-SINES_MODEL = {"w_dim": 32, "z_dim": 8, "hidden": 256}
+SINES_MODEL = {"w_dim": 32, "z_dim": 8, "hidden": 256, "count_parts": True}
 """The sines model's sizes: 32 numbers per part (the earlier 4 could not hold the
 amplitude and phase of 8 sines of 10 frequencies in their sum: 9.4 bits learned)."""
 
@@ -273,7 +275,8 @@ def run_sines(args: argparse.Namespace) -> dict:
     a, kw = arguments(one, 1.0)
     with trained.scope(), torch.no_grad():
         w = pyro.poutine.trace(trained.guide).get_trace(*a, **kw).nodes["w"]["fn"].mean[:, 0]
-        inferred = trained.model.decode(w.cumsum(0))  # (4, T): partial sums of the parts
+        count = torch.arange(1, len(w) + 1)
+        inferred = trained.model.decode(w.cumsum(0), count=count)  # (4, T): partial sums
     truth = []
     for j in range(4):
         mask = one.mask.clone()
@@ -321,7 +324,7 @@ def anchor_partial_errors(
             truth, _, _ = anchor_image(
                 info["colour"], info["location"], info["intensity"], mask, size=sample.x.shape[-1]
             )
-            image = model.decode(w[:, : j + 1].sum(1)).reshape(truth.shape).clamp(0, 1)
+            image = model.decode(w[:, : j + 1].sum(1), count=j + 1).reshape(truth.shape).clamp(0, 1)
             out.append(float((image - truth).abs().mean()))
     return out
 

@@ -123,6 +123,11 @@ class CompVAE(nn.Module):
         z_reads_parts: the prior of :math:`z` reads :math:`\\widetilde w` (eq. 9.1:
             :math:`p(z \\mid c, \\widetilde w)`); False: :math:`p(z \\mid c)`, or
             :math:`\\mathcal N(0, I)` without a global input.
+        count_parts: :math:`\\Psi` also returns the number of parts,
+            :math:`\\widetilde w = \\big(\\sum_i w_i, K\\big)` (still order-invariant and
+            aware of multiplicity, as eq. 9.2 asks); for wholes that depend on
+            :math:`K` beyond the parts' sum, as eq. 9.15's :math:`K \\tanh(\\lambda/K
+            \\cdot)` does.
     """
 
     def __init__(
@@ -136,6 +141,7 @@ class CompVAE(nn.Module):
         saturate: bool = False,
         sigma: float | str = "global",
         z_reads_parts: bool = True,
+        count_parts: bool = False,
     ) -> None:
         super().__init__()
         self.label_dim, self.x_dim, self.context_dim = label_dim, x_dim, context_dim
@@ -143,18 +149,34 @@ class CompVAE(nn.Module):
         self.part_prior = GaussianHead(label_dim, w_dim, hidden)
         self.aggregate = SaturatingSum() if saturate else None
         self.z_reads_parts = z_reads_parts
-        z_inputs = (w_dim if z_reads_parts else 0) + context_dim
+        self.count_parts = count_parts
+        psi_dim = w_dim + int(count_parts)
+        z_inputs = (psi_dim if z_reads_parts else 0) + context_dim
         self.z_prior = GaussianHead(z_inputs, z_dim, hidden) if z_inputs else None
-        self.decoder = _mlp(z_dim + w_dim, x_dim, hidden)
+        self.decoder = _mlp(z_dim + psi_dim, x_dim, hidden)
         self.noise = QuasiDeterministic(sigma)
         self.local_sigma = sigma == "local"
 
     def whole(self, w: torch.Tensor, parts) -> torch.Tensor:  # noqa: ANN001
-        """:math:`\\widetilde w`: the (saturated) masked sum of the parts' latents."""
-        total = parts.sum(w, event_dim=1)
-        if self.aggregate is None:
-            return total
-        return self.aggregate.saturate(total)
+        """:math:`\\widetilde w`: the (saturated) masked sum of the parts' latents, and
+        their number with ``count_parts``."""
+        return self.psi(parts.sum(w, event_dim=1), parts.sizes)
+
+    def psi(self, total: torch.Tensor, count: torch.Tensor | None = None) -> torch.Tensor:
+        """:math:`\\widetilde w` from the parts' latents' sum ``total`` ``(..., w_dim)``
+        and their number ``count`` (``(...)``, broadcastable; read only with
+        ``count_parts``, where it is required)."""
+        w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
+        if not self.count_parts:
+            return w_tilde
+        if count is None:
+            raise ArgumentError(
+                "CompVAE: this model reads the number of parts (count_parts=True); pass "
+                "count=, the number of parts whose latents sum to total"
+            )
+        count = torch.as_tensor(count, dtype=w_tilde.dtype, device=w_tilde.device)
+        count = count.expand(w_tilde.shape[:-1]).unsqueeze(-1)
+        return torch.cat([w_tilde, count], -1)
 
     def z_distribution(
         self, w_tilde: torch.Tensor, c: torch.Tensor | None
@@ -205,12 +227,15 @@ class CompVAE(nn.Module):
         total: torch.Tensor,
         c: torch.Tensor | None = None,
         eps: torch.Tensor | None = None,
+        count: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         r"""The decoded mean :math:`f_\theta(z, \widetilde w)` of a whole whose parts'
         latents sum to ``total`` ``(..., w_dim)``, with
         :math:`z = \mu_\theta(c, \widetilde w) + \sigma_\theta(c, \widetilde w)\,\epsilon`
-        (``eps`` None: :math:`\epsilon = 0`, the prior's mean); ``c`` ``(..., C)`` or None."""
-        w_tilde = total if self.aggregate is None else self.aggregate.saturate(total)
+        (``eps`` None: :math:`\epsilon = 0`, the prior's mean); ``c`` ``(..., C)`` or None;
+        ``count``: how many parts make ``total`` (required with ``count_parts``,
+        ignored otherwise)."""
+        w_tilde = self.psi(total, count)
         z_loc, z_scale = self.z_distribution(w_tilde, c)
         z = z_loc if eps is None else z_loc + z_scale * eps
         return self.decoder(torch.cat([z, w_tilde], -1))
@@ -229,7 +254,8 @@ class CompVAE(nn.Module):
         loc, scale = self.part_prior(labels)
         w = loc + scale * torch.randn(loc.shape, generator=g, device=loc.device)
         eps = torch.randn(self.z_dim, generator=g, device=loc.device)
-        return self.decode(w.cumsum(0), c, eps)  # row j: the partial sum w_1 + ... + w_{j+1}
+        count = torch.arange(1, len(w) + 1, device=w.device)
+        return self.decode(w.cumsum(0), c, eps, count)  # row j: w_1 + ... + w_{j+1}
 
 
 @dataclass
