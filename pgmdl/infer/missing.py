@@ -146,7 +146,15 @@ def missing_guide(
     observed site, so the encoder reads it too, next to the zero-filled
     data: all True in a call without a mask. With ``read_mask=False`` the
     mask channel is fed a constant (all True) instead, so the encoder reads
-    the zero-filled data alone, as in the MIWAE paper."""
+    the zero-filled data alone, as in the MIWAE paper.
+
+    On small tables, pass ``fan_in_scaled=False`` (a :class:`~pgmdl.NaMIGuide`
+    option): the default fan-in-scaled layers make the encoder learn too slowly
+    for MIWAE's step sizes. On the real breast-cancer table (569 x 30, 50% MCAR,
+    seed 0, ``benchmarks/missing_uci.py``) the imputation error after 800
+    full-batch steps at lr 1e-3 is 0.351 with the default and 0.283 without;
+    a hand-written MLP encoder of the same size reaches 0.32 on the MIWAE
+    authors' schedule."""
     from pgmdl.guides import NaMIGuide
 
     bindings = dict(options.pop("bindings", {}) or {})
