@@ -44,6 +44,16 @@ few weeks whose :math:`\widetilde w` from the guide lands off that map cost up t
 study of Table 9.1 shows the thesis' direction on every seed
 (``benchmarks/compvae_evidence.py``; README, "Multiset plates and CompVAE").
 
+``count_parts=True`` makes :math:`\Psi` return the number of parts next to their
+sum, :math:`\widetilde w = (\sum_i w_i, K)`: still order-invariant and aware of
+multiplicity, as eq. 9.2 asks of :math:`\Psi`. The sines' whole (eq. 9.15) is
+:math:`K \tanh(\frac{\lambda}{K} \sum_i p_i)`, not a function of the parts' sum
+alone, and a decoder that reads only :math:`\sum_i w_i` must guess :math:`K` from
+it. With the count, the partial wholes generated from 2-4 parts correlate
+0.93 / 0.91 / 0.90 with their composition after 40 000 steps (0.89 / 0.85 / 0.82
+without it after 20 000, 0.94 / 0.89 / 0.88 after 60 000). The count comes from
+the multiset plate's mask, which every guide of the plate reads already.
+
 The guide. Inverting this model (:func:`pgmdl.invert`) couples every
 :math:`w_i` with every other one (they are co-parents of :math:`x` and
 :math:`z`), so the inverse needs a joint conditional over the parts plate:
