@@ -211,7 +211,7 @@ class NaMIGuide(AutoGuide):
             but a 784-pixel VAE stalls or diverges at lr 0.01 and a sparse
             gamma DEF turns NaN at lr 0.03. On small tables the scaled layers
             learn too slowly: MIWAE on the 569 x 30 breast-cancer table
-            imputes with error 0.351 after 800 steps at lr 1e-3, against 0.283
+            imputes with error 0.322 after 800 steps at lr 1e-3, against 0.264
             with ``False`` (``benchmarks/missing_uci.py``).
         normalize: how a conditional's inputs are brought to unit scale
             (:class:`~pgmdl.nn.ParentNorm`): ``"standardize"``
