@@ -159,8 +159,8 @@ def authors_mask(shape: tuple[int, int]) -> np.ndarray:
     with nothing observed (iris has a few; breast none) gets its first entry back:
     importance imputation has nothing to condition on there."""
     n, p = shape
-    np.random.seed(1234)
-    missing = np.random.choice(n * p, int(np.floor(n * p * 0.5)), replace=False)
+    rng = np.random.RandomState(1234)  # the draws of np.random.seed(1234), global state untouched
+    missing = rng.choice(n * p, int(np.floor(n * p * 0.5)), replace=False)
     mask = np.ones(n * p, dtype=bool)
     mask[missing] = False
     mask = mask.reshape(shape)
